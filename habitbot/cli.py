@@ -1,0 +1,148 @@
+"""`habitbot` — the operator's command line.
+
+Every command prints what it did, exits 0 on success and non-zero with a one-line reason on
+failure; secrets are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from habitbot.config import ConfigError, load_settings
+from habitbot.db import make_engine
+from habitbot.logs import setup_logging
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"FAIL: {message}", file=sys.stderr)
+    return code
+
+
+def _database_url() -> str:
+    """The CLI's schema commands need only DATABASE_URL, not the bot token."""
+    try:
+        settings = load_settings()
+        return settings.database_url
+    except ConfigError:
+        import os
+
+        url = os.environ.get("DATABASE_URL", "").strip()
+        if not url:
+            raise ConfigError("DATABASE_URL is not set: expected a postgresql:// URL") from None
+        return url
+
+
+def cmd_deploy_gate(args: argparse.Namespace) -> int:
+    from habitbot.services.schema import GateError, run_deploy_gate
+
+    engine = make_engine(_database_url(), "cli", connect_timeout=args.connect_timeout)
+    try:
+        report = run_deploy_gate(engine, lock_wait_seconds=args.lock_wait,
+                                 upgrade=not args.no_upgrade)
+    except GateError as exc:
+        return _fail(f"deploy gate: {exc}")
+    finally:
+        engine.dispose()
+    print(f"OK: deploy gate passed, {report.summary}")
+    return 0
+
+
+def cmd_check_schema(args: argparse.Namespace) -> int:
+    from habitbot.services.schema import check_schema
+
+    engine = make_engine(_database_url(), "cli", connect_timeout=args.connect_timeout)
+    try:
+        report = check_schema(engine)
+    except OperationalError:
+        return _fail("database unreachable: check DATABASE_URL and that PostgreSQL is running")
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps({"ok": report.ok, "current": report.current, "heads": report.heads,
+                          "problems": report.problems}))
+    elif report.ok:
+        print(f"OK: {report.summary}")
+    else:
+        print("Schema does not match the code:")
+        for problem in report.problems:
+            print(f"  - {problem}")
+        print("Fix: run `make deploy-gate` (or `habitbot deploy-gate`).")
+    return 0 if report.ok else 1
+
+
+def cmd_alert_test(args: argparse.Namespace) -> int:
+    from habitbot.runtime import build_runtime
+
+    runtime = build_runtime("cli", "cli", configure_logging=False)
+    try:
+        alert = runtime.alerts.raise_alert("INFO", "alert_test", args.message,
+                                           fingerprint=f"alert_test:{args.message}")
+    finally:
+        runtime.close()
+    print(f"alert {alert.status}: {alert.text}")
+    if alert.status == "logged":
+        print("ALERT_CHAT_ID is not set: alerts are only logged and stored.")
+    return 0 if alert.status in ("sent", "logged", "suppressed") else 1
+
+
+def cmd_sandbox_telegram(args: argparse.Namespace) -> int:
+    from habitbot.sandbox.telegram_emulator import main as emulator_main
+
+    return emulator_main(["--host", args.host, "--port", str(args.port), "--token", args.token])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="habitbot", description="HabitBot operator tools")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gate = sub.add_parser("deploy-gate", help="upgrade the schema to head and verify it")
+    gate.add_argument("--no-upgrade", action="store_true", help="only verify")
+    gate.add_argument("--lock-wait", type=float, default=120.0,
+                      help="seconds to wait for another gate (default 120)")
+    gate.add_argument("--connect-timeout", type=int, default=5)
+    gate.set_defaults(func=cmd_deploy_gate)
+
+    check = sub.add_parser("check-schema", help="verify revision and columns; no changes")
+    check.add_argument("--json", action="store_true")
+    check.add_argument("--connect-timeout", type=int, default=5)
+    check.set_defaults(func=cmd_check_schema)
+
+    alert = sub.add_parser("alert", help="operator alerts")
+    alert_sub = alert.add_subparsers(dest="alert_command", required=True, metavar="ACTION")
+    alert_test = alert_sub.add_parser("test", help="send a test alert to ALERT_CHAT_ID")
+    alert_test.add_argument("--message", default="test alert from habitbot alert test")
+    alert_test.set_defaults(func=cmd_alert_test)
+
+    sandbox = sub.add_parser("sandbox", help="local emulators")
+    sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True,
+                                         metavar="WHAT")
+    tg = sandbox_sub.add_parser("telegram", help="run the Telegram Bot API emulator")
+    tg.add_argument("--host", default="127.0.0.1")
+    tg.add_argument("--port", type=int, default=8081)
+    tg.add_argument("--token", default="123456:SANDBOX")
+    tg.set_defaults(func=cmd_sandbox_telegram)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging("cli")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}", code=2)
+    except SQLAlchemyError as exc:
+        return _fail(f"database error: {type(exc).__name__}")
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

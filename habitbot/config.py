@@ -1,0 +1,192 @@
+"""Typed settings read from the environment once.
+
+`load_settings()` is called by each process entry point (never at import time). A bad value
+raises `ConfigError` whose message names the variable and never echoes a secret's value;
+entry points turn it into one clear line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
+DEFAULT_YOOKASSA_API_URL = "https://api.yookassa.ru/v3"
+DEFAULT_CRYPTOBOT_API_URL = "https://pay.crypt.bot/api"
+# YooKassa's published notification sources.
+DEFAULT_YOOKASSA_TRUSTED_IPS = (
+    "185.71.76.0/27,185.71.77.0/27,77.75.153.0/25,77.75.156.11/32,77.75.156.35/32,"
+    "77.75.154.128/25,2a02:5180::/32"
+)
+_TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,200}$")
+
+SECRET_VARS = frozenset(
+    {"BOT_TOKEN", "DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN", "YOOKASSA_SECRET_KEY",
+     "CRYPTOBOT_TOKEN"}
+)
+
+
+class ConfigError(Exception):
+    """A configuration variable is missing or malformed. The message is safe to print."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    bot_token: str
+    database_url: str
+    redis_url: str
+    telegram_api_url: str = DEFAULT_TELEGRAM_API_URL
+    alert_chat_id: int | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    yookassa_shop_id: str | None = None
+    yookassa_secret_key: str | None = field(default=None, repr=False)
+    yookassa_api_url: str = DEFAULT_YOOKASSA_API_URL
+    yookassa_trusted_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    cryptobot_token: str | None = field(default=None, repr=False)
+    cryptobot_api_url: str = DEFAULT_CRYPTOBOT_API_URL
+    trusted_proxies: int = 0
+    telegram_global_rate: float = 30.0
+    telegram_chat_rate: float = 1.0
+    port: int = 8080
+    log_dir: str = "var/log"
+    alert_cooldown_seconds: int = 900
+    schema_check_interval: int = 60
+    db_connect_timeout: int = 3
+
+    def __repr__(self) -> str:  # never print secrets, even in a traceback
+        return f"Settings(telegram_api_url={self.telegram_api_url!r}, port={self.port})"
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _parse(env: Mapping[str, str], name: str, parser: Callable[[str], T], default: T,
+           expected: str) -> T:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        return parser(raw)
+    except (ValueError, TypeError):
+        shown = "<hidden>" if name in SECRET_VARS else repr(raw[:40])
+        raise ConfigError(f"{name} is invalid: expected {expected}, got {shown}") from None
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError(raw)
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(raw)
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError(raw)
+    return value
+
+
+def _chat_id(raw: str) -> int:
+    value = int(raw)
+    if value == 0:
+        raise ValueError(raw)
+    return value
+
+
+def _http_url(raw: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", raw):
+        raise ValueError(raw)
+    return raw.rstrip("/")
+
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    return tuple(ipaddress.ip_network(p, strict=False) for p in parts)
+
+
+def _require(env: Mapping[str, str], name: str, expected: str) -> str:
+    value = _get(env, name)
+    if value is None:
+        raise ConfigError(f"{name} is not set: expected {expected}")
+    return value
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    url = _require(env, "DATABASE_URL", "a postgresql:// URL")
+    if not re.match(r"^postgres(ql)?(\+psycopg2)?://", url):
+        raise ConfigError("DATABASE_URL is invalid: expected a postgresql:// URL, got <hidden>")
+    return url
+
+
+def _redis_url(env: Mapping[str, str]) -> str:
+    url = _require(env, "REDIS_URL", "a redis:// URL")
+    if not re.match(r"^(redis|rediss|unix)://", url):
+        raise ConfigError("REDIS_URL is invalid: expected a redis:// URL, got <hidden>")
+    return url
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every variable; raise ConfigError naming the first bad one."""
+    env = os.environ if env is None else env
+    token = _require(env, "BOT_TOKEN", "a token like 123456:ABC-DEF")
+    if not _TOKEN_RE.match(token):
+        raise ConfigError("BOT_TOKEN is invalid: expected a token like 123456:ABC-DEF, "
+                          "got <hidden>")
+    return Settings(
+        bot_token=token,
+        database_url=_database_url(env),
+        redis_url=_redis_url(env),
+        telegram_api_url=_parse(env, "TELEGRAM_API_URL", _http_url, DEFAULT_TELEGRAM_API_URL,
+                                "an http(s) URL"),
+        alert_chat_id=_parse(env, "ALERT_CHAT_ID", _chat_id, None, "a non-zero integer chat id"),
+        admin_token=_get(env, "ADMIN_TOKEN"),
+        yookassa_shop_id=_get(env, "YOOKASSA_SHOP_ID"),
+        yookassa_secret_key=_get(env, "YOOKASSA_SECRET_KEY"),
+        yookassa_api_url=_parse(env, "YOOKASSA_API_URL", _http_url, DEFAULT_YOOKASSA_API_URL,
+                                "an http(s) URL"),
+        yookassa_trusted_ips=_parse(env, "YOOKASSA_TRUSTED_IPS", _networks,
+                                    _networks(DEFAULT_YOOKASSA_TRUSTED_IPS),
+                                    "a comma-separated list of IPs or CIDR ranges"),
+        cryptobot_token=_get(env, "CRYPTOBOT_TOKEN"),
+        cryptobot_api_url=_parse(env, "CRYPTOBOT_API_URL", _http_url, DEFAULT_CRYPTOBOT_API_URL,
+                                 "an http(s) URL"),
+        trusted_proxies=_parse(env, "TRUSTED_PROXIES", _non_negative_int, 0,
+                               "a whole number >= 0"),
+        telegram_global_rate=_parse(env, "TELEGRAM_GLOBAL_RATE", _positive_float, 30.0,
+                                    "a positive number of messages per second"),
+        telegram_chat_rate=_parse(env, "TELEGRAM_CHAT_RATE", _positive_float, 1.0,
+                                  "a positive number of messages per second"),
+        port=_parse(env, "PORT", _port, 8080, "a port number 1-65535"),
+        log_dir=_get(env, "LOG_DIR") or "var/log",
+        alert_cooldown_seconds=_parse(env, "ALERT_COOLDOWN_SECONDS", _positive_int, 900,
+                                      "a positive number of seconds"),
+        schema_check_interval=_parse(env, "SCHEMA_CHECK_INTERVAL", _positive_int, 60,
+                                     "a positive number of seconds"),
+        db_connect_timeout=_parse(env, "DB_CONNECT_TIMEOUT", _positive_int, 3,
+                                  "a positive number of seconds"),
+    )

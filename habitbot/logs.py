@@ -1,0 +1,59 @@
+"""One structured log format for every program: JSON lines on stderr.
+
+Extra fields given with `log.info("…", extra={...})` become keys (update_id, user_id, job_id,
+payment_id, …). A filter scrubs anything shaped like a bot token, a URL password or a card
+number from messages and fields, as the last line of defence behind not logging them at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message",
+                                                                                 "asctime"}
+_SCRUBBERS = [
+    (re.compile(r"\d{5,20}:[A-Za-z0-9_-]{30,}"), "<token>"),
+    (re.compile(r"(://[^:/@\s]+:)[^@\s]+@"), r"\1<hidden>@"),
+    (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "<card>"),
+]
+
+
+def scrub(value: str) -> str:
+    for pattern, replacement in _SCRUBBERS:
+        value = pattern.sub(replacement, value)
+    return value
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, program: str):
+        super().__init__()
+        self.program = program
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "program": self.program,
+            "logger": record.name,
+            "msg": scrub(record.getMessage()),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                payload[key] = scrub(value) if isinstance(value, str) else value
+        if record.exc_info:
+            payload["exc"] = scrub(self.formatException(record.exc_info))
+        return json.dumps(payload, ensure_ascii=False, default=str)
+
+
+def setup_logging(program: str, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(program))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("urllib3", "TeleBot", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

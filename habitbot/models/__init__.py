@@ -1,0 +1,15 @@
+"""SQLAlchemy models of the whole domain; `Base.metadata` is what migrations and the schema
+check compare against."""
+
+from habitbot.models.base import Base
+from habitbot.models.billing import Balance, BalanceTransaction, Payment, Subscription
+from habitbot.models.habits import Habit, HabitCheckin, HabitSchedule
+from habitbot.models.ops import AdminAlert, JobExecutionLog
+from habitbot.models.reminders import ReminderDelivery
+from habitbot.models.users import RestPeriod, User
+
+__all__ = [
+    "AdminAlert", "Balance", "BalanceTransaction", "Base", "Habit", "HabitCheckin",
+    "HabitSchedule", "JobExecutionLog", "Payment", "ReminderDelivery", "RestPeriod",
+    "Subscription", "User",
+]

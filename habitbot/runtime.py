@@ -1,0 +1,68 @@
+"""Process bootstrap shared by every program: settings, logging, database, Redis, alerts.
+
+`bootstrap()` turns a configuration error into one clear line on stderr and exit code 2 (no
+traceback, no secret), so supervisord's log says exactly which variable to fix.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import redis
+from sqlalchemy import Engine
+
+from habitbot.config import ConfigError, Settings, load_settings
+from habitbot.db import ProcessKind, make_engine
+from habitbot.logs import setup_logging
+from habitbot.redis_client import make_redis
+from habitbot.services.alerts import AlertService
+from habitbot.services.guard import SchemaGuard
+from habitbot.telegram.client import BotApiClient
+
+
+@dataclass
+class Runtime:
+    program: str
+    settings: Settings
+    engine: Engine
+    redis: redis.Redis
+    telegram: BotApiClient
+    alerts: AlertService
+    guard: SchemaGuard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.guard = SchemaGuard(self.engine, self.program, self.alerts,
+                                 interval=self.settings.schema_check_interval)
+
+    def close(self) -> None:
+        self.guard.stop()
+        self.telegram.close()
+        self.engine.dispose()
+        self.redis.close()
+
+
+def load_settings_or_exit(program: str) -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"habitbot {program}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def build_runtime(program: str, kind: ProcessKind, settings: Settings | None = None,
+                  configure_logging: bool = True) -> Runtime:
+    settings = settings or load_settings_or_exit(program)
+    if configure_logging:
+        setup_logging(program)
+    engine = make_engine(settings.database_url, kind, settings.db_connect_timeout)
+    redis_conn = make_redis(settings.redis_url)
+    telegram = BotApiClient(settings.telegram_api_url, settings.bot_token)
+
+    def deliver(chat_id: int, text: str) -> None:
+        telegram.call_with_retries("sendMessage", {"chat_id": chat_id, "text": text},
+                                   max_attempts=3)
+
+    alerts = AlertService(engine, redis_conn, deliver, settings.alert_chat_id,
+                          settings.alert_cooldown_seconds)
+    return Runtime(program, settings, engine, redis_conn, telegram, alerts)
