@@ -43,7 +43,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = os.environ.get("DATABASE_URL")
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
     if not url:
         raise SystemExit("DATABASE_URL is not set")
     engine = make_engine(url, "cli")

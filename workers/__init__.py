@@ -1,0 +1,1 @@
+"""RQ jobs, the worker class and the scheduler's registration of periodic jobs."""

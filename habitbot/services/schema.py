@@ -53,6 +53,13 @@ def alembic_config() -> Config:
     return cfg
 
 
+def alembic_config_for(database_url: str) -> Config:
+    """A configuration that connects by URL (for alembic commands outside the gate)."""
+    cfg = alembic_config()
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
 def code_heads() -> tuple[str, ...]:
     return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
 

@@ -73,13 +73,19 @@ class BotApiClient:
             session.close()
             self._local.session = None
 
+    def raw_request(self, method: str, params: dict[str, Any] | None = None,
+                    files: dict[str, Any] | None = None,
+                    read_timeout: float | None = None) -> requests.Response:
+        """One POST on the pooled session with our timeouts; errors are the caller's to map."""
+        timeout = (self._connect_timeout, read_timeout or self._read_timeout)
+        return self._session().post(self._base + method, data=_encode(params or {}),
+                                    files=files, timeout=timeout)
+
     def call(self, method: str, params: dict[str, Any] | None = None,
              files: dict[str, Any] | None = None, read_timeout: float | None = None) -> Any:
         """One request; returns `result` or raises TelegramError (never leaks the token)."""
-        timeout = (self._connect_timeout, read_timeout or self._read_timeout)
         try:
-            response = self._session().post(self._base + method, data=_encode(params or {}),
-                                            files=files, timeout=timeout)
+            response = self.raw_request(method, params, files, read_timeout)
         except requests.Timeout:
             raise TelegramNetworkError(method, "timeout") from None
         except requests.RequestException as exc:

@@ -1,0 +1,90 @@
+# HabitBot — the developer's and operator's front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+STAMP   := $(VENV)/.installed
+T       ?= tests
+PYTEST_ARGS ?=
+TEST_SERVICES := test 55432 56380
+
+.PHONY: help install system-deps run test lint typecheck deploy-gate check-schema bench \
+        services-up services-down ctl clean i18n-extract i18n-update
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+system-deps: ## install PostgreSQL, Redis and Python venv support from apt when missing
+	@need=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need="$$need postgresql"; \
+	command -v redis-server >/dev/null || need="$$need redis-server"; \
+	python3 -c 'import ensurepip, venv' 2>/dev/null || need="$$need python3-venv"; \
+	command -v psql >/dev/null || need="$$need postgresql-client"; \
+	if [ -n "$$need" ]; then \
+	  echo "installing:$$need"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root (or install$$need yourself)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	fi
+
+$(STAMP): setup.cfg pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip 2>&1 | grep -v '^WARNING' || true
+	@$(PIP) install -q -e '.[test]' 2>&1 | grep -vi 'warning' || true
+	@$(PY) -c 'import habitbot, telebot, rq_scheduler, flask, sqlalchemy, alembic, pytest' \
+	  || { echo "Python dependencies failed to install"; exit 1; }
+	@touch $(STAMP)
+
+install: $(STAMP) ## create the venv and install everything (idempotent)
+
+run: install ## run the whole stack in the foreground (a sandbox when nothing is configured)
+	@$(PY) -m habitbot.sandbox.stack
+
+services-up: install ## start the private PostgreSQL and Redis used by the tests
+	@$(PY) -m habitbot.sandbox.services start $(TEST_SERVICES)
+
+services-down: ## stop the private test PostgreSQL and Redis
+	@test -x $(PY) && $(PY) -m habitbot.sandbox.services stop $(TEST_SERVICES) || true
+
+test: install ## run the test suite (T=path for a subset) against real PostgreSQL and Redis
+	@set -o pipefail; \
+	if [ -z "$$TEST_PG_ADMIN_URL" ]; then \
+	  eval "$$($(PY) -m habitbot.sandbox.services start $(TEST_SERVICES) | sed 's/^/export /')" || exit 1; \
+	  started=1; \
+	fi; \
+	$(PY) -m pytest $(T) $(PYTEST_ARGS); rc=$$?; \
+	if [ -n "$$started" ]; then $(PY) -m habitbot.sandbox.services stop $(TEST_SERVICES); fi; \
+	exit $$rc
+
+lint: install ## ruff
+	@$(VENV)/bin/ruff check habitbot workers webhooks migrations tests
+
+typecheck: install ## mypy on the packages
+	@$(VENV)/bin/mypy
+
+deploy-gate: install ## migrate to head and verify the schema (needs DATABASE_URL)
+	@$(VENV)/bin/habitbot deploy-gate
+
+check-schema: install ## verify the schema without changing it
+	@$(VENV)/bin/habitbot check-schema
+
+bench: install ## run the benchmarks (ratios to limits, one JSON line per figure)
+	@if ls bench/*.py >/dev/null 2>&1; then for b in bench/*.py; do $(PY) $$b || exit 1; done; \
+	 else echo "no benchmarks yet"; fi
+
+ctl: ## supervisorctl for the running stack: make ctl ARGS="status"
+	@$(VENV)/bin/supervisorctl -c supervisord.conf $(ARGS)
+
+i18n-extract: install ## extract translatable strings into habitbot/locale/messages.pot
+	@$(VENV)/bin/pybabel -q extract -k N_ -k gettext -k ngettext:1,2 --no-location \
+	  -o habitbot/locale/messages.pot habitbot
+
+i18n-update: i18n-extract ## merge new strings into the ru and en catalogs
+	@$(VENV)/bin/pybabel -q update -i habitbot/locale/messages.pot -d habitbot/locale \
+	  --no-location --ignore-obsolete
+
+clean: services-down ## remove the venv and local data (var/)
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache *.egg-info

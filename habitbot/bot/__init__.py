@@ -1,0 +1,1 @@
+"""The polling bot: `python -m habitbot.bot`."""

@@ -1,0 +1,5 @@
+import sys
+
+from habitbot.bot.app import main
+
+sys.exit(main())

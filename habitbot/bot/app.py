@@ -1,0 +1,130 @@
+"""The polling bot process.
+
+A plain loop around `getUpdates` rather than `infinity_polling`, so that we control what
+happens between polls: a heartbeat in Redis after each successful poll (read by `/health`), a
+revoked token detected, alerted and retried slowly instead of spinning, network errors and
+Telegram outages retried with backoff until the API is back, and a clean stop on SIGTERM/SIGINT
+after the updates in hand are handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+from types import FrameType
+
+import redis
+from telebot import TeleBot
+from telebot.apihelper import ApiTelegramException
+
+from habitbot.bot import handlers
+from habitbot.i18n import LANGUAGES, Translator
+from habitbot.runtime import Runtime, build_runtime
+from habitbot.services import heartbeat
+from habitbot.services.health import HealthChecker
+from habitbot.services.monitor import HealthMonitor
+from habitbot.telegram import telebot_bridge
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT = 20
+UNAUTHORIZED_RETRY = 60.0
+BACKOFF_CAP = 30.0
+
+
+class PollingBot:
+    def __init__(self, runtime: Runtime, poll_timeout: int = POLL_TIMEOUT):
+        self.runtime = runtime
+        self.poll_timeout = poll_timeout
+        self.stopping = threading.Event()
+        telebot_bridge.install(runtime.telegram)
+        self.bot = TeleBot(runtime.settings.bot_token, threaded=False, parse_mode=None)
+        handlers.register(self.bot, runtime)
+        self.offset: int | None = None
+        self._failures = 0
+
+    def stop(self, *_: object) -> None:
+        self.stopping.set()
+
+    def setup_commands(self) -> None:
+        for language in LANGUAGES:
+            menu = handlers.command_menu(Translator(language).gettext)
+            params = {"commands": menu}
+            if language != "ru":
+                params["language_code"] = language
+            try:
+                self.runtime.telegram.call_with_retries("setMyCommands", params, max_attempts=2)
+            except Exception as exc:
+                log.warning("setMyCommands failed", extra={"language": language,
+                                                           "error": str(exc)})
+
+    def poll_once(self) -> int:
+        """One long poll; returns the number of updates handled."""
+        updates = self.bot.get_updates(offset=self.offset, timeout=self.poll_timeout,
+                                       long_polling_timeout=self.poll_timeout)
+        self._beat()
+        self._failures = 0
+        for update in updates:
+            self.offset = update.update_id + 1
+            try:
+                self.bot.process_new_updates([update])
+            except Exception:
+                log.exception("update failed", extra={"update_id": update.update_id})
+        return len(updates)
+
+    def _beat(self) -> None:
+        try:
+            heartbeat.beat(self.runtime.redis, "bot")
+        except redis.RedisError as exc:
+            log.warning("heartbeat not written: redis unavailable",
+                        extra={"error": type(exc).__name__})
+
+    def _on_poll_error(self, exc: Exception) -> float:
+        self._failures += 1
+        if isinstance(exc, ApiTelegramException) and exc.error_code == 401:
+            log.critical("Telegram rejected the bot token (401)")
+            self.runtime.alerts.raise_alert("CRITICAL", "bot", "Telegram rejected BOT_TOKEN "
+                                            "(401 Unauthorized): check the token",
+                                            fingerprint="bot:unauthorized")
+            return UNAUTHORIZED_RETRY
+        if isinstance(exc, ApiTelegramException) and exc.error_code == 409:
+            log.error("another getUpdates consumer is running for this token")
+            return 5.0
+        delay = min(BACKOFF_CAP, 0.5 * 2 ** min(self._failures, 8)) * random.uniform(0.5, 1.0)
+        log.warning("polling failed, retrying", extra={"error": type(exc).__name__,
+                                                        "failures": self._failures,
+                                                        "delay": round(delay, 1)})
+        return delay
+
+    def run(self) -> None:
+        self.runtime.guard.start()
+        monitor = HealthMonitor(HealthChecker(self.runtime.engine, self.runtime.redis),
+                                self.runtime.alerts).start()
+        self.setup_commands()
+        log.info("Startup complete", extra={"degraded": self.runtime.guard.degraded})
+        while not self.stopping.is_set():
+            try:
+                self.poll_once()
+            except Exception as exc:
+                self.stopping.wait(self._on_poll_error(exc))
+        monitor.stop()
+        log.info("bot stopped")
+
+
+def main() -> int:
+    runtime = build_runtime("bot", "bot")
+    bot = PollingBot(runtime)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("stop requested", extra={"signal": signum})
+        bot.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        bot.run()
+    finally:
+        runtime.close()
+    return 0

@@ -1,0 +1,85 @@
+"""Configuration: every bad value stops with one line naming the variable, never its value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from habitbot.config import ConfigError, load_settings
+
+GOOD = {
+    "BOT_TOKEN": "123456:ABC-def_ghi",
+    "DATABASE_URL": "postgresql://u:supersecret@127.0.0.1:5432/habitbot",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+}
+
+
+def test_defaults_follow_the_design_table():
+    s = load_settings(GOOD)
+    assert s.telegram_api_url == "https://api.telegram.org"
+    assert s.yookassa_api_url == "https://api.yookassa.ru/v3"
+    assert s.cryptobot_api_url == "https://pay.crypt.bot/api"
+    assert (s.telegram_global_rate, s.telegram_chat_rate) == (30.0, 1.0)
+    assert s.port == 8080 and s.trusted_proxies == 0 and s.log_dir == "var/log"
+    assert s.alert_chat_id is None and s.admin_token is None
+    assert any(str(n) == "185.71.76.0/27" for n in s.yookassa_trusted_ips)
+
+
+def test_repr_never_shows_secrets():
+    s = load_settings({**GOOD, "ADMIN_TOKEN": "admin-secret", "CRYPTOBOT_TOKEN": "cb-secret"})
+    shown = repr(s) + str(s)
+    for secret in ("supersecret", "ABC-def_ghi", "admin-secret", "cb-secret"):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize("name", ["BOT_TOKEN", "DATABASE_URL", "REDIS_URL"])
+def test_missing_required_variable_is_named(name):
+    env = {k: v for k, v in GOOD.items() if k != name}
+    with pytest.raises(ConfigError, match=f"^{name} is not set"):
+        load_settings(env)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("BOT_TOKEN", "not-a-token"),
+    ("BOT_TOKEN", "123:has spaces"),
+    ("DATABASE_URL", "mysql://u:supersecret@host/db"),
+    ("REDIS_URL", "http://u:supersecret@host"),
+    ("PORT", "0"),
+    ("PORT", "http"),
+    ("PORT", "70000"),
+    ("TELEGRAM_GLOBAL_RATE", "-1"),
+    ("TELEGRAM_GLOBAL_RATE", "nan"),
+    ("TELEGRAM_CHAT_RATE", "fast"),
+    ("ALERT_CHAT_ID", "@channel"),
+    ("ALERT_CHAT_ID", "0"),
+    ("TRUSTED_PROXIES", "-2"),
+    ("YOOKASSA_TRUSTED_IPS", "1.2.3.4/99"),
+    ("TELEGRAM_API_URL", "ftp://example"),
+    ("ALERT_COOLDOWN_SECONDS", "0"),
+])
+def test_malformed_value_is_named_without_echoing_secrets(name, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings({**GOOD, name: value})
+    message = str(info.value)
+    assert message.startswith(f"{name} is invalid")
+    assert "supersecret" not in message
+    if name == "BOT_TOKEN":
+        assert value not in message
+
+
+def test_blank_optional_values_mean_unset():
+    s = load_settings({**GOOD, "ALERT_CHAT_ID": "  ", "ADMIN_TOKEN": ""})
+    assert s.alert_chat_id is None and s.admin_token is None
+
+
+def test_process_exits_with_one_clear_line_and_no_traceback():
+    env = {"PATH": "/usr/bin:/bin", **GOOD, "BOT_TOKEN": "123456:ok", "PORT": "eighty"}
+    result = subprocess.run([sys.executable, "-m", "habitbot.bot"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["habitbot bot: configuration error: PORT is invalid: expected a port "
+                     "number 1-65535, got 'eighty'"]
+    assert "supersecret" not in result.stderr and "Traceback" not in result.stderr

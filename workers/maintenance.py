@@ -1,0 +1,32 @@
+"""Maintenance jobs: retention of operational tables, alerts recorded late."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete
+
+from habitbot.models import AdminAlert, JobExecutionLog
+from habitbot.runtime import Runtime
+from workers.periodic import run_periodic
+
+JOB_LOG_RETENTION = timedelta(days=30)
+ALERT_RETENTION = timedelta(days=180)
+
+
+def _cleanup(runtime: Runtime) -> int:
+    now = datetime.now(UTC)
+    with runtime.engine.begin() as conn:
+        jobs = conn.execute(delete(JobExecutionLog).where(
+            JobExecutionLog.started_at < now - JOB_LOG_RETENTION)).rowcount
+        alerts = conn.execute(delete(AdminAlert).where(
+            AdminAlert.created_at < now - ALERT_RETENTION)).rowcount
+    return int(jobs or 0) + int(alerts or 0)
+
+
+def cleanup() -> int:
+    return run_periodic("cleanup", _cleanup)
+
+
+def flush_alerts() -> int:
+    return run_periodic("flush_alerts", lambda runtime: runtime.alerts.flush_pending())

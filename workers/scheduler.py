@@ -1,0 +1,134 @@
+"""The `scheduler` program: registers periodic jobs and moves them into queues on time.
+
+rq-scheduler stays behind this one module. At start every periodic job is (re)registered under
+a fixed id, replacing a stale or deleted definition; ids of jobs we no longer have are removed.
+Each tick writes the scheduler heartbeat; in DEGRADED mode the circuit breaker stops enqueueing
+until the schema is fixed, and a Redis outage is waited out instead of crashing the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import redis
+from rq_scheduler import Scheduler
+
+from habitbot.runtime import Runtime, build_runtime
+from habitbot.services import heartbeat
+from habitbot.services.guard import SchemaGuard
+from habitbot.services.health import HealthChecker
+from habitbot.services.monitor import HealthMonitor
+from workers import queues
+
+log = logging.getLogger(__name__)
+
+ID_PREFIX = "periodic:"
+TICK_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: str
+    func: str
+    interval: int
+    queue: str = queues.DEFAULT
+    timeout: int = 300
+
+    @property
+    def job_id(self) -> str:
+        return f"{ID_PREFIX}{self.name}"
+
+
+PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
+    PeriodicJob("flush_alerts", "workers.maintenance.flush_alerts", 60),
+    PeriodicJob("cleanup", "workers.maintenance.cleanup", 3600),
+)
+
+
+def register_periodic_jobs(scheduler: Scheduler,
+                           jobs: tuple[PeriodicJob, ...] = PERIODIC_JOBS) -> list[str]:
+    """Idempotent: the same ids every time, old definitions replaced, unknown ones removed."""
+    wanted = {job.job_id for job in jobs}
+    for existing in scheduler.get_jobs():
+        if existing.id.startswith(ID_PREFIX) and existing.id not in wanted:
+            scheduler.cancel(existing)
+            existing.delete()
+            log.info("periodic job removed", extra={"job_id": existing.id})
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    for job in jobs:
+        if job.job_id in scheduler:
+            scheduler.cancel(job.job_id)
+        scheduler.schedule(scheduled_time=start, func=job.func, interval=job.interval,
+                           repeat=None, id=job.job_id, queue_name=job.queue,
+                           timeout=job.timeout, result_ttl=600)
+        log.info("Job added", extra={"job_id": job.job_id, "interval": job.interval})
+    return sorted(wanted)
+
+
+class GuardedScheduler(Scheduler):
+    """rq-scheduler with a heartbeat and a circuit breaker."""
+
+    guard: SchemaGuard | None = None
+
+    def enqueue_jobs(self):  # type: ignore[no-untyped-def]
+        try:
+            heartbeat.beat(self.connection, "scheduler")
+            if self.guard is not None and self.guard.degraded:
+                log.warning("circuit breaker open: periodic jobs paused (DEGRADED mode)",
+                            extra={"reason": self.guard.reason})
+                return []
+            return super().enqueue_jobs()
+        except redis.RedisError as exc:
+            log.error("scheduler tick failed: redis unavailable",
+                      extra={"error": type(exc).__name__})
+            return []
+
+    def heartbeat(self) -> None:
+        try:
+            super().heartbeat()
+        except redis.RedisError:
+            pass
+
+    def acquire_lock(self) -> bool:
+        try:
+            return bool(super().acquire_lock())
+        except redis.RedisError:
+            return False
+
+    def remove_lock(self) -> None:
+        try:
+            super().remove_lock()
+        except redis.RedisError:
+            pass
+
+
+def build_scheduler(runtime: Runtime, interval: int = TICK_SECONDS) -> GuardedScheduler:
+    scheduler = GuardedScheduler(queue_name=queues.DEFAULT, connection=runtime.redis,
+                                 interval=interval)
+    scheduler.guard = runtime.guard
+    return scheduler
+
+
+def main() -> int:
+    runtime = build_runtime("scheduler", "scheduler")
+    runtime.guard.start()
+    monitor = HealthMonitor(HealthChecker(runtime.engine, runtime.redis), runtime.alerts).start()
+    scheduler = build_scheduler(runtime)
+    register_periodic_jobs(scheduler)
+    log.info("Scheduler started", extra={"jobs": [j.job_id for j in PERIODIC_JOBS],
+                                         "degraded": runtime.guard.degraded})
+    try:
+        scheduler.run()
+    except SystemExit:
+        log.info("scheduler stopped")
+    finally:
+        monitor.stop()
+        runtime.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
