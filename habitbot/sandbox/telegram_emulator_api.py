@@ -247,7 +247,8 @@ class CoreMethods:
                 bot.updates.clear()
             had_url = bool(bot.webhook.get("url"))
             bot.webhook = {}
-        return WithDescription(True, "Webhook was deleted" if had_url else "Webhook is already deleted")
+        description = "Webhook was deleted" if had_url else "Webhook is already deleted"
+        return WithDescription(True, description)
 
     def get_webhook_info(self, bot: BotState, params: Params) -> dict[str, Any]:
         with self.world.lock:

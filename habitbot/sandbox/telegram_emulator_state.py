@@ -6,6 +6,7 @@ is notified whenever an update is queued or a chat changes, which is what long p
 
 from __future__ import annotations
 
+import mimetypes
 import secrets
 import threading
 import time
@@ -176,6 +177,29 @@ class FileRecord:
                 result["mime_type"] = self.mime_type
         result["file_size"] = self.file_size
         return result
+
+
+def make_file(
+    kind: str,
+    name: str | None,
+    data: bytes,
+    mime: str | None,
+    store_cap: int,
+    source: str = "upload",
+) -> FileRecord:
+    """A new stored file; its bytes are kept only up to ``store_cap``."""
+    if not mime and name:
+        mime = mimetypes.guess_type(name)[0]
+    return FileRecord(
+        file_id=new_id("AgAC" if kind == "photo" else "BQAC"),
+        file_unique_id=new_id("AQAD")[:16],
+        kind=kind,
+        file_size=len(data),
+        file_name=name,
+        mime_type=mime or ("image/jpeg" if kind == "photo" else None),
+        source=source,
+        content=data if len(data) <= store_cap else None,
+    )
 
 
 class BotState:

@@ -43,7 +43,7 @@ class SchemaGuard:
             report = check_schema(self._engine)
         except SQLAlchemyError as exc:
             log.warning("schema check skipped: database unavailable",
-                        extra={"process": self._process, "error": type(exc).__name__})
+                        extra={"component": self._process, "error": type(exc).__name__})
             return self.state
         if report.ok:
             self._enter_ok(report.summary)
@@ -57,7 +57,7 @@ class SchemaGuard:
         if was == "degraded":
             return
         log.critical("DEGRADED mode: schema does not match the code",
-                     extra={"process": self._process, "reason": reason})
+                     extra={"component": self._process, "reason": reason})
         if self._alerts is not None:
             self._alerts.raise_alert(
                 "CRITICAL", "schema", f"DEGRADED mode: {reason}", fingerprint="schema:degraded")
@@ -67,7 +67,7 @@ class SchemaGuard:
         self.state, self.reason = "ok", ""
         if was == "degraded":
             log.warning("left DEGRADED mode: schema matches the code again",
-                        extra={"process": self._process, "schema": summary})
+                        extra={"component": self._process, "schema": summary})
             if self._alerts is not None:
                 self._alerts.raise_alert("INFO", "schema",
                                          f"left DEGRADED mode: {summary}",
@@ -85,7 +85,7 @@ class SchemaGuard:
             try:
                 self.check()
             except Exception:  # the guard must outlive any surprise
-                log.exception("schema guard check crashed", extra={"process": self._process})
+                log.exception("schema guard check crashed", extra={"component": self._process})
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,115 @@
+"""Alerts: cooldown per fingerprint, every alert recorded, nothing lost while the database or
+Redis is down."""
+
+from __future__ import annotations
+
+import redis
+from sqlalchemy import select
+
+from habitbot.db import make_engine
+from habitbot.models import AdminAlert
+from habitbot.services.alerts import PENDING_KEY, AlertService
+from habitbot.telegram.errors import TelegramError
+
+CHAT = 424242
+
+
+class Inbox:
+    """Stands in for the Telegram delivery of one alert chat."""
+
+    def __init__(self, fail: bool = False):
+        self.messages: list[tuple[int, str]] = []
+        self.fail = fail
+
+    def __call__(self, chat_id: int, text: str) -> None:
+        if self.fail:
+            raise TelegramError("sendMessage", 403, "Forbidden: bot was blocked by the user")
+        self.messages.append((chat_id, text))
+
+
+def _rows(engine):
+    with engine.connect() as conn:
+        return conn.execute(select(AdminAlert).order_by(AdminAlert.id)).all()
+
+
+def test_alert_is_formatted_delivered_and_recorded(engine, redis_conn):
+    inbox = Inbox()
+    service = AlertService(engine, redis_conn, inbox, CHAT)
+    alert = service.raise_alert("CRITICAL", "health_check database", "connection refused",
+                                fingerprint="health_check:database")
+    assert alert.status == "sent"
+    assert inbox.messages == [(CHAT, "[CRITICAL] health_check database: connection refused")]
+    [row] = _rows(engine)
+    assert (row.severity, row.component, row.status, row.fingerprint) == (
+        "CRITICAL", "health_check database", "sent", "health_check:database")
+
+
+def test_same_fingerprint_is_not_resent_within_the_cooldown(engine, redis_conn):
+    inbox = Inbox()
+    first = AlertService(engine, redis_conn, inbox, CHAT)
+    second_process = AlertService(engine, redis_conn, inbox, CHAT)
+    statuses = [first.raise_alert("WARNING", "scheduler", "stale", "fp").status,
+                second_process.raise_alert("WARNING", "scheduler", "stale", "fp").status,
+                first.raise_alert("WARNING", "scheduler", "other", "fp2").status]
+    assert statuses == ["sent", "suppressed", "sent"]
+    assert len(inbox.messages) == 2
+    assert [r.status for r in _rows(engine)] == ["sent", "suppressed", "sent"]
+
+
+def test_cooldown_expires(engine, redis_conn):
+    inbox = Inbox()
+    service = AlertService(engine, redis_conn, inbox, CHAT, cooldown_seconds=1)
+    service.raise_alert("INFO", "x", "y", "fp")
+    redis_conn.delete("habitbot:alert:cooldown:fp")  # as if the cooldown ran out
+    assert service.raise_alert("INFO", "x", "y", "fp").status == "sent"
+
+
+def test_without_alert_chat_alerts_are_logged_and_stored(engine, redis_conn):
+    service = AlertService(engine, redis_conn, Inbox(), None)
+    assert service.raise_alert("WARNING", "scheduler", "stale").status == "logged"
+    assert [r.status for r in _rows(engine)] == ["logged"]
+
+
+def test_delivery_failure_is_recorded_as_failed(engine, redis_conn):
+    service = AlertService(engine, redis_conn, Inbox(fail=True), CHAT)
+    assert service.raise_alert("CRITICAL", "bot", "down").status == "failed"
+    assert [r.status for r in _rows(engine)] == ["failed"]
+
+
+def test_alert_about_a_dead_database_goes_out_and_is_recorded_later(engine, redis_conn,
+                                                                    pg_proxy, database_url):
+    dead = make_engine(pg_proxy.url_for(database_url), "cli", connect_timeout=1)
+    pg_proxy.set_mode("refuse")
+    inbox = Inbox()
+    service = AlertService(dead, redis_conn, inbox, CHAT)
+    alert = service.raise_alert("CRITICAL", "health_check database", "down", "db")
+    assert alert.status == "sent" and len(inbox.messages) == 1
+    assert _rows(engine) == [] and redis_conn.llen(PENDING_KEY) == 1
+    assert service.flush_pending() == 0  # still down: nothing lost
+    assert redis_conn.llen(PENDING_KEY) == 1
+    pg_proxy.set_mode("pass")
+    assert service.flush_pending() == 1
+    [row] = _rows(engine)
+    assert row.fingerprint == "db" and row.raised_at.isoformat() == alert.raised_at
+    dead.dispose()
+
+
+def test_with_redis_and_database_down_alerts_still_go_out_once(engine, redis_conn, pg_proxy,
+                                                                database_url, redis_proxy,
+                                                                redis_url):
+    dead_db = make_engine(pg_proxy.url_for(database_url), "cli", connect_timeout=1)
+    dead_redis = redis.Redis.from_url(redis_proxy.url_for(redis_url), socket_timeout=1,
+                                      socket_connect_timeout=1)
+    pg_proxy.set_mode("refuse")
+    redis_proxy.set_mode("refuse")
+    inbox = Inbox()
+    service = AlertService(dead_db, dead_redis, inbox, CHAT)
+    statuses = [service.raise_alert("CRITICAL", "health_check redis", "down", "r").status
+                for _ in range(3)]
+    assert statuses == ["sent", "suppressed", "suppressed"]
+    pg_proxy.set_mode("pass")
+    redis_proxy.set_mode("pass")
+    assert service.flush_pending() == 3
+    assert [r.status for r in _rows(engine)] == ["sent", "suppressed", "suppressed"]
+    dead_db.dispose()
+    dead_redis.close()
