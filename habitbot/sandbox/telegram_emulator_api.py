@@ -178,7 +178,7 @@ class CoreMethods:
         with world.lock:
             if bot.webhook.get("url"):
                 raise ApiError(409, CONFLICT_WEBHOOK)
-            _set_allowed_updates(bot, params.json("allowed_updates", "allowed updates"))
+            _set_allowed_updates(bot, params.raw("allowed_updates"))
             if offset:
                 bot.confirm(offset)
             batch = bot.pending(limit)
@@ -208,7 +208,7 @@ class CoreMethods:
                 remaining = deadline - time.monotonic()
                 if bot.pending(1) or remaining <= 0 or self.world.stopping.is_set():
                     return None
-                self.world.changed.wait(remaining)
+                self.world.queued.wait(remaining)
         finally:
             bot.aborted_polls.pop(me, None)
             if bot.active_poll == me:
@@ -230,7 +230,7 @@ class CoreMethods:
         with self.world.lock:
             if params.flag("drop_pending_updates"):
                 bot.updates.clear()
-            _set_allowed_updates(bot, params.json("allowed_updates", "allowed updates"))
+            _set_allowed_updates(bot, params.raw("allowed_updates"))
             bot.webhook = {
                 "url": url,
                 "max_connections": params.integer("max_connections", 40),
@@ -283,7 +283,7 @@ class CoreMethods:
         ts = time.time()
         with world.lock:
             message = build(chat.allocate_id(), ts)
-            world.add_message(bot, chat, message)
+            world.add_message(chat, message)
             result = message.to_api(bot, user)
         world.stats.send(chat_id, method, message.message_id, ts)
         return result
@@ -351,7 +351,7 @@ class CoreMethods:
             message.edited = True
             message.edit_date = now_date()
             chat.version += 1
-            world.notify()
+            world.notify_chat()
             result = message.to_api(bot, user)
         world.stats.edit()
         return result
@@ -399,7 +399,7 @@ class CoreMethods:
                 raise bad_request("message to delete not found")
             message.deleted = True
             chat.version += 1
-            world.notify()
+            world.notify_chat()
         return True
 
     # ------------------------------------------------------------ callbacks and actions
@@ -433,7 +433,7 @@ class CoreMethods:
                  "data": record.payload.get("data")}
             )
             chat.version += 1
-            world.notify()
+            world.notify_chat()
         return True
 
     def send_chat_action(self, bot: BotState, params: Params) -> bool:
@@ -446,7 +446,7 @@ class CoreMethods:
             _, chat = world.resolve_chat(bot, chat_id)
             chat.actions.append({"action": action, "ts": time.time()})
             chat.version += 1
-            world.notify()
+            world.notify_chat()
         return True
 
 
@@ -476,8 +476,13 @@ def _editable(chat: ChatState, message_id: int) -> StoredMessage:
 
 
 def _set_allowed_updates(bot: BotState, value: Any) -> None:
-    """Apply ``allowed_updates`` like Telegram: absent keeps, invalid or empty resets."""
-    if value is None or not isinstance(value, list):
+    """Apply ``allowed_updates`` like Telegram: absent or malformed keeps, empty resets."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except ValueError:
+            return
+    if not isinstance(value, list):
         return
     names = {str(name).lower() for name in value if isinstance(name, str)}
     chosen = frozenset(names & ALL_UPDATE_TYPES)

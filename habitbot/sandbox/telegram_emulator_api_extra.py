@@ -105,8 +105,8 @@ class ExtraMethods:
         if upload is not None:
             if not upload.data:
                 raise bad_request("file must be non-empty")
-            name = upload.filename or ("photo.jpg" if kind == "photo" else "document")
-            record = self.new_file(kind, name, upload.data, upload.content_type)
+            filename = upload.filename or ("photo.jpg" if kind == "photo" else "document")
+            record = self.new_file(kind, filename, upload.data, upload.content_type)
         else:
             reference = (params.text(kind) or "").strip()
             if not reference:
@@ -117,8 +117,8 @@ class ExtraMethods:
                 return known
             if not reference.lower().startswith(("http://", "https://")):
                 raise bad_request("wrong file identifier/HTTP URL specified")
-            name = posixpath.basename(urlparse(reference).path) or None
-            record = self.new_file(kind, name, b"", None, source="url")
+            url_name = posixpath.basename(urlparse(reference).path) or None
+            record = self.new_file(kind, url_name, b"", None, source="url")
         with self.world.lock:
             bot.files[record.file_id] = record
         return record
@@ -241,7 +241,7 @@ class ExtraMethods:
             chat = bot.chat(record.user_id)
             chat.pre_checkout_answers.append(answer)
             chat.version += 1
-            world.notify()
+            world.notify_chat()
         return True
 
     def refund_star_payment(self, bot: BotState, params: Params) -> bool:

@@ -44,6 +44,13 @@ def _int(value: Any, name: str) -> int:
         raise ControlError(400, f"{name} must be an integer") from None
 
 
+def _user_id(value: Any) -> int:
+    user_id = _int(value, "user_id")
+    if user_id <= 0:
+        raise ControlError(400, "user_id must be positive")
+    return user_id
+
+
 class Control:
     """The control operations over one :class:`World`."""
 
@@ -66,9 +73,7 @@ class Control:
         language_code: str | None = None,
         last_name: str | None = None,
     ) -> dict[str, Any]:
-        user_id = _int(user_id, "user_id")
-        if user_id <= 0:
-            raise ControlError(400, "user_id must be positive")
+        user_id = _user_id(user_id)
         with self.world.lock:
             user = self.world.register_user(user_id, first_name, username, language_code,
                                             last_name)
@@ -83,8 +88,9 @@ class Control:
             self._member_change(bot, user, chat, blocked=False)
         message = StoredMessage(chat.allocate_id(), user.user_id, "user", kind, int(ts), ts,
                                 **fields)
-        self.world.add_message(bot, chat, message)
+        self.world.add_message(chat, message)
         update_id = bot.queue_update("message", message.to_api(bot, user))
+        self.world.notify()
         return message, update_id
 
     def inject_message(
@@ -102,7 +108,7 @@ class Control:
         document: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The user writes to the bot; returns ``update_id`` and ``message_id``."""
-        user_id = _int(user_id, "user_id")
+        user_id = _user_id(user_id)
         bot = self.bot(token)
         kind, content = self._content(bot, location, sticker, photo, voice, document)
         if kind == "text" and not text:
@@ -169,7 +175,7 @@ class Control:
         token: str | None = None,
     ) -> dict[str, Any]:
         """The user presses an inline button (or sends any ``data``, e.g. a forged one)."""
-        user_id = _int(user_id, "user_id")
+        user_id = _user_id(user_id)
         bot = self.bot(token)
         with self.world.lock:
             user = self.world.register_user(user_id)
@@ -216,7 +222,7 @@ class Control:
 
     def set_blocked(self, user_id: int, blocked: bool, token: str | None = None) -> dict[str, Any]:
         """Block or unblock the bot; Telegram then sends a ``my_chat_member`` update."""
-        user_id = _int(user_id, "user_id")
+        user_id = _user_id(user_id)
         bot = self.bot(token)
         with self.world.lock:
             user = self.world.register_user(user_id)
@@ -229,7 +235,7 @@ class Control:
     def set_deactivated(
         self, user_id: int, deactivated: bool = True, token: str | None = None
     ) -> dict[str, Any]:
-        user_id = _int(user_id, "user_id")
+        user_id = _user_id(user_id)
         bot = self.bot(token)
         with self.world.lock:
             self.world.register_user(user_id)
@@ -264,7 +270,7 @@ class Control:
         **fields: Any,
     ) -> dict[str, Any]:
         """The user confirms an invoice; the bot gets a ``pre_checkout_query`` to answer."""
-        user_id = _int(user_id, "user_id")
+        user_id = _user_id(user_id)
         bot = self.bot(token)
         with self.world.lock:
             user = self.world.register_user(user_id)
@@ -294,7 +300,7 @@ class Control:
         **fields: Any,
     ) -> dict[str, Any]:
         """The payment succeeds: a message with ``successful_payment`` reaches the bot."""
-        user_id = _int(user_id, "user_id")
+        user_id = _user_id(user_id)
         bot = self.bot(token)
         with self.world.lock:
             user = self.world.register_user(user_id)

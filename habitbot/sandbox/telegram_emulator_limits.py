@@ -50,10 +50,12 @@ class TokenBucket:
             self.tokens -= 1.0
 
     def reconfigure(self, rate: float, burst: float, now: float) -> None:
+        """Change rate and burst; a larger bucket is topped up by the added capacity."""
         self.refill(now)
         self.rate = rate
-        self.burst = max(burst, 1.0)
-        self.tokens = min(self.tokens, self.burst)
+        burst = max(burst, 1.0)
+        self.tokens = min(self.tokens + max(burst - self.burst, 0.0), burst)
+        self.burst = burst
 
 
 class SendLimiter:

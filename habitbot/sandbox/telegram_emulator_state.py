@@ -1,7 +1,8 @@
 """The emulated Telegram world: users, bots, chats, messages, queries, payments and files.
 
-All of it is guarded by :attr:`World.lock`; :attr:`World.changed` (a condition on that lock)
-is notified whenever an update is queued or a chat changes, which is what long polls wait on.
+All of it is guarded by :attr:`World.lock`. Two conditions on that lock wake waiters:
+:attr:`World.queued` when updates are queued (getUpdates long polls wait on it) and
+:attr:`World.changed` when a chat changes (transcript long polls wait on it).
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ class BotState:
         self.commands: dict[tuple[str, str], list[dict[str, str]]] = {}
         self.scopes: dict[str, dict[str, Any]] = {}
         self.files: dict[str, FileRecord] = {}
-        self.settings: dict[str, Any] = {}
+        self.settings: dict[Any, Any] = {}
 
     def user_api(self) -> dict[str, Any]:
         return {"id": self.bot_id, "is_bot": True, "first_name": self.first_name,
@@ -269,7 +270,7 @@ class BotState:
             self.updates.popleft()
 
     def pending(self, limit: int) -> list[dict[str, Any]]:
-        batch = []
+        batch: list[dict[str, Any]] = []
         for update_id, kind, payload in self.updates:
             if len(batch) >= limit:
                 break
@@ -299,6 +300,7 @@ class World:
             raise ValueError("at least one bot token is required")
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
+        self.queued = threading.Condition(self.lock)
         self.stopping = threading.Event()
         self.tokens = tuple(tokens)
         self.bots = {
@@ -327,7 +329,12 @@ class World:
         return bot
 
     def notify(self) -> None:
-        """Wake long polls and transcript waiters (caller holds the lock)."""
+        """Wake getUpdates long polls and transcript waiters (caller holds the lock)."""
+        self.queued.notify_all()
+        self.changed.notify_all()
+
+    def notify_chat(self) -> None:
+        """Wake transcript waiters only: a chat changed, no update was queued."""
         self.changed.notify_all()
 
     def register_user(
@@ -366,11 +373,11 @@ class World:
             raise ApiError(403, "Forbidden: bot was blocked by the user")
         return user, chat
 
-    def add_message(self, bot: BotState, chat: ChatState, message: StoredMessage) -> None:
+    def add_message(self, chat: ChatState, message: StoredMessage) -> None:
         """Store a message and mark the chat changed (caller holds the lock)."""
         chat.messages[message.message_id] = message
         chat.version += 1
-        self.notify()
+        self.notify_chat()
 
     def reset(self) -> None:
         with self.lock:
