@@ -102,9 +102,9 @@ def engine(database_url) -> Iterator[Engine]:
 
 @pytest.fixture(autouse=True)
 def _clean_database(request) -> Iterator[None]:
+    eng = request.getfixturevalue("engine") if "database_url" in request.fixturenames else None
     yield
-    if "engine" in request.fixturenames:
-        eng = request.getfixturevalue("engine")
+    if eng is not None:
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
         with eng.begin() as conn:
             conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
@@ -181,3 +181,13 @@ def redis_proxy(redis_url) -> Iterator[FaultProxy]:
     proxy = FaultProxy(host, int(port))
     yield proxy
     proxy.close()
+
+
+@pytest.fixture(autouse=True)
+def _restore_telebot_globals(monkeypatch) -> None:
+    """The bot installs a process-wide request sender; each test gets the original back."""
+    from telebot import apihelper
+
+    monkeypatch.setattr(apihelper, "CUSTOM_REQUEST_SENDER", apihelper.CUSTOM_REQUEST_SENDER)
+    monkeypatch.setattr(apihelper, "API_URL", apihelper.API_URL)
+    monkeypatch.setattr(apihelper, "FILE_URL", apihelper.FILE_URL)

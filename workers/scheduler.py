@@ -25,7 +25,7 @@ from workers import queues
 
 log = logging.getLogger(__name__)
 
-ID_PREFIX = "periodic:"
+ID_PREFIX = "periodic-"
 TICK_SECONDS = 5
 
 
@@ -80,7 +80,10 @@ class GuardedScheduler(Scheduler):
                 log.warning("circuit breaker open: periodic jobs paused (DEGRADED mode)",
                             extra={"reason": self.guard.reason})
                 return []
-            return super().enqueue_jobs()
+            jobs = list(self.get_jobs_to_queue())
+            for job in jobs:
+                self.enqueue_job(job)
+            return jobs
         except redis.RedisError as exc:
             log.error("scheduler tick failed: redis unavailable",
                       extra={"error": type(exc).__name__})

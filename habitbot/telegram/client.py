@@ -51,7 +51,8 @@ class BotApiClient:
     def __init__(self, api_url: str, token: str, connect_timeout: float = CONNECT_TIMEOUT,
                  read_timeout: float = READ_TIMEOUT,
                  sleep: Callable[[float], None] = time.sleep):
-        self._base = f"{api_url.rstrip('/')}/bot{token}/"
+        self.api_url = api_url.rstrip("/")
+        self._base = f"{self.api_url}/bot{token}/"
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._local = threading.local()

@@ -29,3 +29,6 @@ def install(client: BotApiClient) -> None:
         return client.raw_request(api_method, params, files, read_timeout)
 
     apihelper.CUSTOM_REQUEST_SENDER = sender
+    # Belt and braces: should the sender ever be bypassed, telebot still calls our API URL.
+    apihelper.API_URL = client.api_url + "/bot{0}/{1}"
+    apihelper.FILE_URL = client.api_url + "/file/bot{0}/{1}"

@@ -93,7 +93,7 @@ def test_cleanup_and_flush_run_through_a_real_rq_worker(runtime, engine, redis_c
 def test_registration_is_idempotent_and_removes_stale_jobs(runtime, redis_conn):
     scheduler = build_scheduler(runtime)
     scheduler.schedule(scheduled_time=datetime.now(UTC),
-                       func="workers.maintenance.cleanup", interval=5, id="periodic:retired")
+                       func="workers.maintenance.cleanup", interval=5, id="periodic-retired")
     first = register_periodic_jobs(scheduler)
     second = register_periodic_jobs(scheduler)
     ids = sorted(job.id for job in scheduler.get_jobs())
@@ -103,10 +103,10 @@ def test_registration_is_idempotent_and_removes_stale_jobs(runtime, redis_conn):
 def test_deleted_job_is_recreated_on_restart(runtime, redis_conn):
     scheduler = build_scheduler(runtime)
     register_periodic_jobs(scheduler)
-    scheduler.cancel("periodic:cleanup")
-    assert "periodic:cleanup" not in scheduler
+    scheduler.cancel("periodic-cleanup")
+    assert "periodic-cleanup" not in scheduler
     register_periodic_jobs(build_scheduler(runtime))
-    assert "periodic:cleanup" in scheduler
+    assert "periodic-cleanup" in scheduler
 
 
 def test_circuit_breaker_stops_enqueueing_and_keeps_the_heartbeat(runtime, redis_conn):
