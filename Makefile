@@ -32,8 +32,9 @@ system-deps: ## install PostgreSQL, Redis and Python venv support from apt when 
 $(STAMP): setup.cfg pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PIP) install -q --upgrade pip 2>&1 | grep -v '^WARNING' || true
-	@$(PIP) install -q -e '.[test]' 2>&1 | grep -vi 'warning' || true
+	@mkdir -p var
+	@$(PIP) install -q --upgrade pip >var/pip.log 2>&1 || { cat var/pip.log; exit 1; }
+	@$(PIP) install -q -e '.[test]' >var/pip.log 2>&1 || { cat var/pip.log; exit 1; }
 	@$(PY) -c 'import habitbot, telebot, rq_scheduler, flask, sqlalchemy, alembic, pytest' \
 	  || { echo "Python dependencies failed to install"; exit 1; }
 	@touch $(STAMP)

@@ -57,3 +57,5 @@ def setup_logging(program: str, level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("urllib3", "TeleBot", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if program != "cli":  # the schema check reads the revision every minute: not news
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)

@@ -60,6 +60,17 @@ class PollingBot:
                 log.warning("setMyCommands failed", extra={"language": language,
                                                            "error": str(exc)})
 
+    def check_token(self) -> bool:
+        """getMe once at start: proves the token and the API work before the first long poll."""
+        try:
+            me = self.bot.get_me()
+        except Exception as exc:
+            self.stopping.wait(self._on_poll_error(exc))
+            return False
+        self._beat()
+        log.info("connected to the Bot API", extra={"bot_username": me.username})
+        return True
+
     def poll_once(self) -> int:
         """One long poll; returns the number of updates handled."""
         updates = self.bot.get_updates(offset=self.offset, timeout=self.poll_timeout,
@@ -102,6 +113,8 @@ class PollingBot:
         self.runtime.guard.start()
         monitor = HealthMonitor(HealthChecker(self.runtime.engine, self.runtime.redis),
                                 self.runtime.alerts).start()
+        while not self.stopping.is_set() and not self.check_token():
+            pass
         self.setup_commands()
         log.info("Startup complete", extra={"degraded": self.runtime.guard.degraded})
         while not self.stopping.is_set():

@@ -124,7 +124,9 @@ def main() -> int:
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Explicit for both: a shell that starts us in the background ignores SIGINT otherwise.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     code = 0
     try:
         stack.start_services()
