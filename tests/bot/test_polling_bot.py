@@ -126,3 +126,19 @@ def test_telegram_outage_is_retried_with_backoff_and_polling_resumes(bot, emu_cl
     assert all(0 < d <= 30 for d in delays)
     emu_client.clear_faults()
     assert "/new" in _say(emu_client, bot, BOB, "/help")["text"]
+
+
+def test_redis_down_keeps_the_bot_polling_and_answering(emu_client, database_url, redis_url,
+                                                        redis_proxy, emulator):
+    env = make_env(database_url, redis_proxy.url_for(redis_url), emulator.url)
+    rt = build_runtime("bot", "bot", settings=load_settings(env), configure_logging=False)
+    try:
+        bot = PollingBot(rt, poll_timeout=1)
+        emu_client.add_user(BOB, first_name="Bob", language_code="en")
+        redis_proxy.set_mode("refuse")
+        assert "/new" in _say(emu_client, bot, BOB, "/help")["text"]
+        redis_proxy.set_mode("pass")
+        assert "/new" in _say(emu_client, bot, BOB, "/help")["text"]
+        assert heartbeat.age(rt.redis, "bot") < 5
+    finally:
+        rt.close()

@@ -1,0 +1,55 @@
+"""Health monitor: failing checks become alerts (once per cooldown), recoveries too."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from habitbot.db import make_engine
+from habitbot.models import AdminAlert
+from habitbot.services import heartbeat
+from habitbot.services.alerts import AlertService
+from habitbot.services.health import HealthChecker, worker_beat
+from habitbot.services.monitor import HealthMonitor
+
+
+def _everyone_alive(conn):
+    heartbeat.beat(conn, "bot")
+    heartbeat.beat(conn, "scheduler")
+    worker_beat(conn, "w1")
+
+
+def test_database_outage_alerts_critical_once_then_recovery(engine, redis_conn, pg_proxy,
+                                                           database_url):
+    _everyone_alive(redis_conn)
+    flaky = make_engine(pg_proxy.url_for(database_url), "cli", connect_timeout=1)
+    inbox: list[str] = []
+    alerts = AlertService(flaky, redis_conn, lambda chat, text: inbox.append(text), 7)
+    monitor = HealthMonitor(HealthChecker(flaky, redis_conn), alerts)
+    monitor.run_once()
+    assert inbox == []
+    pg_proxy.set_mode("refuse")
+    monitor.run_once()
+    monitor.run_once()
+    assert len(inbox) == 1 and inbox[0].startswith("[CRITICAL] health_check database: ")
+    pg_proxy.set_mode("pass")
+    monitor.run_once()
+    assert inbox[1] == "[INFO] health_check database: recovered"
+    with engine.connect() as conn:
+        rows = conn.execute(select(AdminAlert.fingerprint, AdminAlert.status)
+                            .order_by(AdminAlert.raised_at)).all()
+    # both outage alerts were recorded once the database came back
+    assert [tuple(r) for r in rows] == [("health_check:database", "sent"),
+                                        ("health_check:database", "suppressed"),
+                                        ("health_check:database:recovered", "sent")]
+    flaky.dispose()
+
+
+def test_stale_scheduler_is_a_warning_and_dead_bot_critical(engine, redis_conn):
+    worker_beat(redis_conn, "w1")
+    inbox: list[str] = []
+    alerts = AlertService(engine, redis_conn, lambda chat, text: inbox.append(text), 7)
+    HealthMonitor(HealthChecker(engine, redis_conn), alerts).run_once()
+    assert sorted(inbox) == [
+        "[CRITICAL] health_check bot: no heartbeat",
+        "[WARNING] health_check scheduler: no heartbeat",
+    ]
