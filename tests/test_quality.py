@@ -54,3 +54,9 @@ def test_catalog_template_is_up_to_date(tmp_path):
                     "habitbot"], cwd=ROOT, check=True)
     assert _ids(out) == _ids(ROOT / "habitbot/locale/messages.pot"), \
         "run `make i18n-update` and translate the new strings"
+
+
+def test_mypy_is_clean():
+    result = subprocess.run([str(Path(sys.executable).parent / "mypy")], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

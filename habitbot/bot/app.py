@@ -51,7 +51,7 @@ class PollingBot:
     def setup_commands(self) -> None:
         for language in LANGUAGES:
             menu = handlers.command_menu(Translator(language).gettext)
-            params = {"commands": menu}
+            params: dict[str, object] = {"commands": menu}
             if language != "ru":
                 params["language_code"] = language
             try:

@@ -34,25 +34,27 @@ def safely(runtime: Runtime, bot: TeleBot,
     """One bad update never stops the bot: log it with the update's ids, apologise."""
 
     def wrapped(message: types.Message) -> None:
+        if message.from_user is None:  # channel posts and the like: nobody to answer
+            return
         ctx = resolve(runtime, message.from_user)
         try:
             handler(message, ctx)
         except Exception:
-            log.exception("handler failed", extra={"user_id": message.from_user.id,
+            log.exception("handler failed", extra={"user_id": ctx.user.telegram_id,
                                                    "message_id": message.message_id})
             try:
                 bot.send_message(message.chat.id, ctx.t.gettext(
                     "Sorry, something went wrong. Please try again."))
             except Exception:
                 log.warning("could not send the apology", extra={
-                    "user_id": message.from_user.id})
+                    "user_id": ctx.user.telegram_id})
 
     return wrapped
 
 
 def register(bot: TeleBot, runtime: Runtime) -> None:
     def start(message: types.Message, ctx: Context) -> None:
-        name = message.from_user.first_name or ""
+        name = message.from_user.first_name if message.from_user else ""
         reply(bot, message, ctx, ctx.t.gettext(
             "Hi, {name}! I am HabitBot: I help you build habits with reminders at the right "
             "time, streaks and statistics.", name=name))

@@ -148,7 +148,7 @@ class AlertService:
                 raw = self._redis.lpop(PENDING_KEY, 100)
                 if not raw:
                     break
-                batch = [json.loads(item) for item in raw]
+                batch = [json.loads(item) for item in raw]  # type: ignore[union-attr,arg-type]
                 try:
                     self._insert(batch)
                 except SQLAlchemyError:

@@ -28,7 +28,7 @@ def install(client: BotApiClient) -> None:
             read_timeout = float(timeout)
         return client.raw_request(api_method, params, files, read_timeout)
 
-    apihelper.CUSTOM_REQUEST_SENDER = sender
+    apihelper.CUSTOM_REQUEST_SENDER = sender  # type: ignore[assignment]
     # Belt and braces: should the sender ever be bypassed, telebot still calls our API URL.
-    apihelper.API_URL = client.api_url + "/bot{0}/{1}"
-    apihelper.FILE_URL = client.api_url + "/file/bot{0}/{1}"
+    apihelper.API_URL = client.api_url + "/bot{0}/{1}"  # type: ignore[assignment]
+    apihelper.FILE_URL = client.api_url + "/file/bot{0}/{1}"  # type: ignore[assignment]
