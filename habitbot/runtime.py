@@ -18,7 +18,10 @@ from habitbot.logs import setup_logging
 from habitbot.redis_client import make_redis
 from habitbot.services.alerts import AlertService
 from habitbot.services.guard import SchemaGuard
+from habitbot.services.users import mark_blocked
 from habitbot.telegram.client import BotApiClient
+from habitbot.telegram.limiter import ALERT, Limits, RateLimiter
+from habitbot.telegram.sender import Sender
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Runtime:
     engine: Engine
     redis: redis.Redis
     telegram: BotApiClient
+    sender: Sender
     alerts: AlertService
     guard: SchemaGuard = field(init=False)
 
@@ -58,11 +62,14 @@ def build_runtime(program: str, kind: ProcessKind, settings: Settings | None = N
     engine = make_engine(settings.database_url, kind, settings.db_connect_timeout)
     redis_conn = make_redis(settings.redis_url)
     telegram = BotApiClient(settings.telegram_api_url, settings.bot_token)
+    limiter = RateLimiter(redis_conn, Limits(global_rate=settings.telegram_global_rate,
+                                             chat_rate=settings.telegram_chat_rate))
+    sender = Sender(telegram, redis_conn, limiter,
+                    on_blocked=lambda chat_id: mark_blocked(engine, chat_id))
 
     def deliver(chat_id: int, text: str) -> None:
-        telegram.call_with_retries("sendMessage", {"chat_id": chat_id, "text": text},
-                                   max_attempts=3)
+        sender.send_message(chat_id, text, lane=ALERT)
 
     alerts = AlertService(engine, redis_conn, deliver, settings.alert_chat_id,
                           settings.alert_cooldown_seconds)
-    return Runtime(program, settings, engine, redis_conn, telegram, alerts)
+    return Runtime(program, settings, engine, redis_conn, telegram, sender, alerts)

@@ -39,7 +39,7 @@ class PollingBot:
         self.runtime = runtime
         self.poll_timeout = poll_timeout
         self.stopping = threading.Event()
-        telebot_bridge.install(runtime.telegram)
+        telebot_bridge.install(runtime.sender)
         self.bot = TeleBot(runtime.settings.bot_token, threaded=False, parse_mode=None)
         handlers.register(self.bot, runtime)
         self.offset: int | None = None
@@ -55,7 +55,7 @@ class PollingBot:
             if language != "ru":
                 params["language_code"] = language
             try:
-                self.runtime.telegram.call_with_retries("setMyCommands", params, max_attempts=2)
+                self.runtime.sender.call("setMyCommands", params)
             except Exception as exc:
                 log.warning("setMyCommands failed", extra={"language": language,
                                                            "error": str(exc)})

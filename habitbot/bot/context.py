@@ -32,6 +32,7 @@ def resolve(runtime: Runtime, tg_user) -> Context:
         try:
             user = touch_user(runtime.engine, tg_user.id, tg_user.username, tg_user.first_name,
                               tg_user.language_code)
+            runtime.sender.unblock(tg_user.id)
         except SQLAlchemyError as exc:
             log.warning("user store unavailable, using a minimal user",
                         extra={"user_id": tg_user.id, "error": type(exc).__name__})

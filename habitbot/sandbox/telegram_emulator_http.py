@@ -1,7 +1,8 @@
 """HTTP side of the Telegram Bot API emulator: request parsing, faults on the wire, serving.
 
 ``/bot<token>/<method>`` answers like api.telegram.org; ``/file/bot<token>/<path>`` serves
-stored uploads; ``/control/...`` is the JSON control API (see ``telegram_emulator_routes``).
+stored uploads; ``/control/...`` is the JSON control API (see ``telegram_emulator_routes``);
+``/`` and ``/static/...`` serve the sandbox chat page.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from habitbot.sandbox.telegram_emulator_api import CoreMethods, Params, Upload, 
 from habitbot.sandbox.telegram_emulator_api_extra import ExtraMethods
 from habitbot.sandbox.telegram_emulator_control import Control, ControlError
 from habitbot.sandbox.telegram_emulator_limits import STATUS_TEXT, Fault
-from habitbot.sandbox.telegram_emulator_routes import route_control
+from habitbot.sandbox.telegram_emulator_routes import (
+    PAGE_HEADERS,
+    is_page_path,
+    page_asset,
+    route_control,
+)
 from habitbot.sandbox.telegram_emulator_state import World
 from habitbot.sandbox.telegram_emulator_text import ApiError, bad_request
 
@@ -256,6 +262,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             self.download(path[len("/file/bot"):])
         elif path == "/control" or path.startswith("/control/"):
             self.control(path, url.query, body)
+        elif is_page_path(path):
+            self.page(path)
         else:
             self.send_json(404, {"ok": False, "error_code": 404, "description": "Not Found"})
 
@@ -336,13 +344,29 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             status, payload = exc.status, {"ok": False, "error": exc.message}
         self.send_json(status, payload)
 
+    def page(self, path: str) -> None:
+        if self.command != "GET":
+            self.send_json(405, {"ok": False, "error_code": 405,
+                                 "description": "Method Not Allowed"})
+            return
+        asset = page_asset(path)
+        if asset is None:
+            self.send_json(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+            return
+        self.send_body(200, asset[0], asset[1], PAGE_HEADERS)
+
     def send_json(self, status: int, payload: Any) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         self.send_body(status, data, "application/json")
 
-    def send_body(self, status: int, data: bytes, content_type: str) -> None:
+    def send_body(
+        self, status: int, data: bytes, content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")

@@ -1,7 +1,8 @@
-"""Routes of the emulator's JSON control API (``/control/...``).
+"""Routes of the emulator's JSON control API (``/control/...``) and of the sandbox chat page.
 
-Every route maps to one :class:`Control` operation. Bodies are JSON objects; the bot a route
-acts on is chosen with ``token`` (query string or body) and defaults to the first token.
+Every control route maps to one :class:`Control` operation. Bodies are JSON objects; the bot a
+route acts on is chosen with ``token`` (query string or body) and defaults to the first token.
+The chat page is ``GET /`` with its assets under ``/static/`` (files of ``sandbox/static``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,6 +21,27 @@ Handler = Callable[[Control, "Request"], Any]
 MESSAGE_FIELDS = ("text", "language_code", "first_name", "username", "location", "sticker",
                   "photo", "voice", "document")
 PAYMENT_FIELDS = ("invoice_payload", "currency", "total_amount")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+PAGE_PATHS = {"/": "index.html", "/index.html": "index.html"}
+STATIC_PREFIX = "/static/"
+ASSET_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.[a-z0-9]+")
+ASSET_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 class Request:
@@ -150,3 +173,25 @@ def _json_body(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ControlError(400, "body must be a JSON object")
     return data
+
+
+def is_page_path(path: str) -> bool:
+    """Whether ``path`` belongs to the chat page (``/``, ``/index.html``, ``/static/...``)."""
+    return path in PAGE_PATHS or path.startswith(STATIC_PREFIX)
+
+
+def page_asset(path: str, static_dir: Path = STATIC_DIR) -> tuple[bytes, str] | None:
+    """Bytes and content type of a chat page file, or None when there is no such file.
+
+    Only plain file names directly inside ``static_dir`` with a known type are served.
+    """
+    name = PAGE_PATHS.get(path)
+    if name is None and path.startswith(STATIC_PREFIX):
+        name = path[len(STATIC_PREFIX):]
+    if not name or not ASSET_NAME.fullmatch(name):
+        return None
+    content_type = ASSET_TYPES.get(Path(name).suffix)
+    file = static_dir / name
+    if content_type is None or not file.is_file():
+        return None
+    return file.read_bytes(), content_type

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from habitbot.i18n import normalise_language
@@ -51,3 +51,11 @@ def touch_user(engine: Engine, telegram_id: int, username: str | None,
             .where(User.telegram_id == telegram_id)
         ).one()
     return UserContext(row.id, telegram_id, row.language, row.timezone, row.tier)
+
+
+def mark_blocked(engine: Engine, telegram_id: int) -> None:
+    """Telegram said 403 for this chat: no reminders until the user writes again."""
+    with engine.begin() as conn:
+        conn.execute(update(User).where(User.telegram_id == telegram_id,
+                                        User.is_blocked.is_(False))
+                     .values(is_blocked=True, blocked_at=datetime.now(UTC)))

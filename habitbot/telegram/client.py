@@ -1,33 +1,23 @@
-"""The one door to the Bot API.
-
-`BotApiClient.call` performs a single HTTP request with explicit connect/read timeouts on a
-pooled session and maps the answer to a result or a `TelegramError`. `call_with_retries` adds
-bounded retries with backoff and jitter for 5xx, network errors and 429 (honouring
-`retry_after`). Nothing else in the project speaks HTTP to Telegram.
+"""HTTP to the Bot API: one pooled session per thread, explicit connect/read timeouts, and
+the mapping of an answer to a result or a `TelegramError`. `telegram.sender.Sender` adds the
+shared rate limit, retries and error handling on top; nothing else speaks HTTP to Telegram.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import requests
 
-from habitbot.telegram.errors import TelegramError, TelegramNetworkError
+from habitbot.telegram.errors import TelegramError
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3.05
 READ_TIMEOUT = 10.0
-MAX_ATTEMPTS = 5
-BACKOFF_BASE = 0.5
-BACKOFF_CAP = 30.0
-MAX_RETRY_AFTER = 120.0
 
 
 def _encode(params: dict[str, Any]) -> dict[str, Any]:
@@ -49,14 +39,14 @@ class BotApiClient:
     """A Bot API client bound to one token; thread-safe (one requests.Session per thread)."""
 
     def __init__(self, api_url: str, token: str, connect_timeout: float = CONNECT_TIMEOUT,
-                 read_timeout: float = READ_TIMEOUT,
-                 sleep: Callable[[float], None] = time.sleep):
+                 read_timeout: float = READ_TIMEOUT):
         self.api_url = api_url.rstrip("/")
         self._base = f"{self.api_url}/bot{token}/"
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._local = threading.local()
-        self._sleep = sleep
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -66,13 +56,17 @@ class BotApiClient:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
         return session
 
     def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
+        """Close the sessions of every thread (at process stop)."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
             session.close()
-            self._local.session = None
+        self._local = threading.local()
 
     def raw_request(self, method: str, params: dict[str, Any] | None = None,
                     files: dict[str, Any] | None = None,
@@ -82,19 +76,8 @@ class BotApiClient:
         return self._session().post(self._base + method, data=_encode(params or {}),
                                     files=files, timeout=timeout)
 
-    def call(self, method: str, params: dict[str, Any] | None = None,
-             files: dict[str, Any] | None = None, read_timeout: float | None = None) -> Any:
-        """One request; returns `result` or raises TelegramError (never leaks the token)."""
-        try:
-            response = self.raw_request(method, params, files, read_timeout)
-        except requests.Timeout:
-            raise TelegramNetworkError(method, "timeout") from None
-        except requests.RequestException as exc:
-            raise TelegramNetworkError(method, type(exc).__name__) from None
-        return self._parse(method, response)
-
     @staticmethod
-    def _parse(method: str, response: requests.Response) -> Any:
+    def parse_response(method: str, response: requests.Response) -> Any:
         try:
             body = response.json()
         except ValueError:
@@ -113,30 +96,3 @@ class BotApiClient:
         if code < 400:
             code = 500
         raise TelegramError(method, code, description, retry_after)
-
-    def call_with_retries(self, method: str, params: dict[str, Any] | None = None,
-                          files: dict[str, Any] | None = None,
-                          max_attempts: int = MAX_ATTEMPTS,
-                          before_attempt: Callable[[], None] | None = None) -> Any:
-        """Retry transient failures with exponential backoff and full jitter."""
-        attempt = 0
-        while True:
-            attempt += 1
-            if before_attempt is not None:
-                before_attempt()
-            try:
-                return self.call(method, params, files)
-            except TelegramError as exc:
-                if exc.permanent or attempt >= max_attempts:
-                    raise
-                delay = self.retry_delay(exc, attempt)
-                log.warning("telegram call retry", extra={
-                    "method": method, "code": exc.code, "attempt": attempt,
-                    "delay": round(delay, 2)})
-                self._sleep(delay)
-
-    @staticmethod
-    def retry_delay(exc: TelegramError, attempt: int) -> float:
-        if exc.rate_limited and exc.retry_after is not None:
-            return min(exc.retry_after, MAX_RETRY_AFTER)
-        return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))

@@ -1,0 +1,208 @@
+"""The sender: every Bot API call of every process goes through `Sender.perform`.
+
+- Sends (send*, edit*, copy/forward) take a token from the shared Redis limiter first, in
+  their lane: `interactive` (replies), `alert` (operator alerts), `bulk` (reminders).
+- 429: the shared pause is set for everyone for `retry_after`, then the call is retried.
+- 403 (blocked, deactivated): the chat is marked blocked — no further sends until the user
+  writes again — and `on_blocked` is told (the database flag).
+- Other 4xx can never succeed: not retried, logged with context.
+- 5xx and network failures: retried with backoff and jitter up to a bound, then reported.
+- Counters per lane and outcome go to one Redis hash, readable by every process.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import requests
+
+from habitbot.redis_client import KEY_PREFIX
+from habitbot.telegram.client import BotApiClient
+from habitbot.telegram.errors import TelegramError, TelegramNetworkError
+from habitbot.telegram.limiter import INTERACTIVE, RateLimiter
+
+log = logging.getLogger(__name__)
+
+METRICS_KEY = f"{KEY_PREFIX}metrics:sender"
+BLOCKED_PREFIX = f"{KEY_PREFIX}tg:blocked:"
+BLOCKED_TTL = 90 * 24 * 3600
+MAX_TRANSIENT_ATTEMPTS = 5
+MAX_RATE_LIMITED_ATTEMPTS = 20
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 20.0
+LIMITED_PREFIXES = ("send", "edit", "copymessage", "forwardmessage")
+
+
+class ChatBlocked(TelegramError):
+    """The user blocked the bot: nothing is sent until they write again."""
+
+    def __init__(self, method: str, chat_id: Any):
+        super().__init__(method, 403, "Forbidden: bot was blocked by the user (cached)")
+        self.chat_id = chat_id
+
+
+def _is_limited(method: str) -> bool:
+    return method.lower().startswith(LIMITED_PREFIXES)
+
+
+def _chat_of(params: dict[str, Any] | None) -> Any:
+    return (params or {}).get("chat_id")
+
+
+def _error_of(method: str, response: requests.Response) -> TelegramError | None:
+    try:
+        BotApiClient.parse_response(method, response)
+    except TelegramError as exc:
+        return exc
+    return None
+
+
+class Sender:
+    def __init__(self, client: BotApiClient, conn: redis.Redis, limiter: RateLimiter,
+                 on_blocked: Callable[[int], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.client = client
+        self._redis = conn
+        self.limiter = limiter
+        self._on_blocked = on_blocked
+        self._sleep = sleep
+
+    # -- public ----------------------------------------------------------------------------
+    def call(self, method: str, params: dict[str, Any] | None = None, *,
+             lane: str = INTERACTIVE, files: dict[str, Any] | None = None) -> Any:
+        """Perform and parse: returns `result` or raises TelegramError."""
+        response = self.perform(method, params, files=files, lane=lane)
+        return BotApiClient.parse_response(method, response)
+
+    def send_message(self, chat_id: int, text: str, *, lane: str = INTERACTIVE,
+                     **params: Any) -> dict[str, Any]:
+        return self.call("sendMessage", {"chat_id": chat_id, "text": text, **params}, lane=lane)
+
+    def unblock(self, chat_id: int) -> None:
+        """The user wrote to us again: sends to them are allowed."""
+        try:
+            self._redis.delete(f"{BLOCKED_PREFIX}{chat_id}")
+        except redis.RedisError:
+            log.warning("could not clear the blocked mark", extra={"chat_id": chat_id})
+
+    def perform(self, method: str, params: dict[str, Any] | None = None, *,
+                files: dict[str, Any] | None = None, lane: str = INTERACTIVE,
+                read_timeout: float | None = None) -> requests.Response:
+        """The HTTP exchange with limiter, retries and error mapping; returns the last
+        response (an error response too, for permanent errors) or raises TelegramError for
+        network failures after the retries."""
+        limited = _is_limited(method)
+        chat_id = _chat_of(params)
+        if limited and chat_id is not None and self._is_blocked(chat_id):
+            self._count(lane, "skipped_blocked")
+            raise ChatBlocked(method, chat_id)
+        transient = rate_limited = 0
+        while True:
+            if limited:
+                self._wait_for_token(chat_id, lane)
+            try:
+                response = self.client.raw_request(method, params, files, read_timeout)
+                error = _error_of(method, response)
+            except requests.Timeout:
+                response, error = None, TelegramNetworkError(method, "timeout")
+            except requests.RequestException as exc:
+                response, error = None, TelegramNetworkError(method, type(exc).__name__)
+            if error is None:
+                if limited:
+                    self._count(lane, "sent")
+                return response  # type: ignore[return-value]
+            if error.rate_limited:
+                rate_limited += 1
+                self._on_rate_limited(method, chat_id, lane, error)
+                if rate_limited >= MAX_RATE_LIMITED_ATTEMPTS:
+                    return self._give_up(method, chat_id, lane, error, response)
+                continue
+            if error.transient:
+                transient += 1
+                if transient >= MAX_TRANSIENT_ATTEMPTS:
+                    return self._give_up(method, chat_id, lane, error, response)
+                self._count(lane, "retried")
+                self._sleep(random.uniform(0, min(BACKOFF_CAP,
+                                                  BACKOFF_BASE * 2 ** (transient - 1))))
+                continue
+            if error.blocked and chat_id is not None:
+                self._mark_blocked(chat_id, lane, error)
+            else:
+                self._count(lane, "failed_permanent")
+                log.warning("telegram refused the call", extra={
+                    "method": method, "chat_id": chat_id, "code": error.code,
+                    "description": error.description, "lane": lane})
+            assert response is not None
+            return response
+
+    # -- internals -------------------------------------------------------------------------
+    def _wait_for_token(self, chat_id: Any, lane: str) -> None:
+        try:
+            waited = self.limiter.acquire(chat_id, lane)
+        except redis.RedisError:
+            # Without Redis there is no shared budget: send slowly rather than not at all.
+            log.warning("rate limiter unavailable, sending unthrottled at 1/s",
+                        extra={"lane": lane})
+            self._sleep(1.0)
+            return
+        if waited > 0:
+            self._count(lane, "wait_ms", int(waited * 1000))
+
+    def _on_rate_limited(self, method: str, chat_id: Any, lane: str,
+                         error: TelegramError) -> None:
+        retry_after = error.retry_after if error.retry_after is not None else 1.0
+        log.warning("Telegram 429", extra={"method": method, "chat_id": chat_id, "lane": lane,
+                                           "retry_after": retry_after})
+        self._count(lane, "rate_limited")
+        try:
+            self.limiter.pause(retry_after)
+        except redis.RedisError:
+            self._sleep(retry_after)
+
+    def _give_up(self, method: str, chat_id: Any, lane: str, error: TelegramError,
+                 response: requests.Response | None) -> requests.Response:
+        self._count(lane, "failed_transient")
+        log.error("telegram call failed after retries", extra={
+            "method": method, "chat_id": chat_id, "lane": lane, "code": error.code,
+            "description": error.description})
+        if response is None:
+            raise error
+        return response
+
+    def _mark_blocked(self, chat_id: Any, lane: str, error: TelegramError) -> None:
+        self._count(lane, "blocked")
+        log.info("user blocked the bot", extra={"chat_id": chat_id,
+                                                "description": error.description})
+        try:
+            self._redis.set(f"{BLOCKED_PREFIX}{chat_id}", "1", ex=BLOCKED_TTL)
+        except redis.RedisError:
+            pass
+        if self._on_blocked is not None:
+            try:
+                self._on_blocked(int(chat_id))
+            except Exception:
+                log.exception("could not store the blocked flag", extra={"chat_id": chat_id})
+
+    def _is_blocked(self, chat_id: Any) -> bool:
+        try:
+            return bool(self._redis.exists(f"{BLOCKED_PREFIX}{chat_id}"))
+        except redis.RedisError:
+            return False
+
+    def _count(self, lane: str, what: str, amount: int = 1) -> None:
+        try:
+            self._redis.hincrby(METRICS_KEY, f"{lane}:{what}", amount)
+        except redis.RedisError:
+            pass
+
+
+def metrics(conn: redis.Redis) -> dict[str, int]:
+    """Counters of every process: {"bulk:sent": 9000, "interactive:rate_limited": 0, …}."""
+    raw = conn.hgetall(METRICS_KEY)
+    return {k.decode(): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
+
