@@ -17,12 +17,14 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 
-system-deps: ## install PostgreSQL, Redis and Python venv support from apt when missing
+system-deps: ## install PostgreSQL, Redis, venv support and Chromium (browser tests) from apt
 	@need=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need="$$need postgresql"; \
 	command -v redis-server >/dev/null || need="$$need redis-server"; \
 	python3 -c 'import ensurepip, venv' 2>/dev/null || need="$$need python3-venv"; \
 	command -v psql >/dev/null || need="$$need postgresql-client"; \
+	test -x /usr/bin/chromium || need="$$need chromium"; \
+	test -x /usr/bin/chromedriver || need="$$need chromium-driver"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "run as root (or install$$need yourself)"; exit 1; fi; \
@@ -85,7 +87,7 @@ i18n-extract: install ## extract translatable strings into habitbot/locale/messa
 
 i18n-update: i18n-extract ## merge new strings into the ru and en catalogs
 	@$(VENV)/bin/pybabel -q update -i habitbot/locale/messages.pot -d habitbot/locale \
-	  --no-location --ignore-obsolete
+	  --ignore-obsolete --no-fuzzy-matching
 
 clean: services-down ## remove the venv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache *.egg-info

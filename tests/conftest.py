@@ -133,7 +133,10 @@ def redis_conn(redis_url) -> Iterator[redis.Redis]:
 def emulator():
     from habitbot.sandbox.telegram_emulator import TelegramEmulator
 
-    emu = TelegramEmulator(tokens=(TEST_TOKEN,)).start()
+    # Generous limits: conversations in tests are fast; the limits themselves are tested by
+    # the sender tests and measured by the benchmarks.
+    emu = TelegramEmulator(tokens=(TEST_TOKEN,), global_rate=1000, chat_rate=100,
+                           chat_burst=100).start()
     yield emu
     emu.stop()
 
@@ -155,6 +158,8 @@ def make_env(database_url: str, redis_url: str, api_url: str, **extra: str) -> d
         "TELEGRAM_API_URL": api_url,
         "ALERT_CHAT_ID": str(ALERT_CHAT),
         "SCHEMA_CHECK_INTERVAL": "60",
+        "TELEGRAM_GLOBAL_RATE": "1000",
+        "TELEGRAM_CHAT_RATE": "100",
     }
     env.update(extra)
     return env

@@ -31,7 +31,7 @@ def _ids(path: Path) -> set:
 
 
 def _placeholders(text: str) -> set[str]:
-    return set(re.findall(r"\{(\w*)\}", text))
+    return set(re.findall(r"\{(\w*)(?::[^}]*)?\}", text))
 
 
 @pytest.mark.parametrize("language", ["ru", "en"])

@@ -13,16 +13,19 @@ import logging
 import random
 import signal
 import threading
+from functools import partial
 from types import FrameType
 
 import redis
 from telebot import TeleBot
 from telebot.apihelper import ApiTelegramException
 
-from habitbot.bot import handlers
+from habitbot.bot.dispatcher import Dispatcher, chat_of
+from habitbot.bot.executor import ChatSerialExecutor
+from habitbot.bot.handlers.common import command_menu
 from habitbot.i18n import LANGUAGES, Translator
 from habitbot.runtime import Runtime, build_runtime
-from habitbot.services import heartbeat
+from habitbot.services import heartbeat, timezones
 from habitbot.services.health import HealthChecker
 from habitbot.services.monitor import HealthMonitor
 from habitbot.telegram import telebot_bridge
@@ -41,7 +44,8 @@ class PollingBot:
         self.stopping = threading.Event()
         telebot_bridge.install(runtime.sender)
         self.bot = TeleBot(runtime.settings.bot_token, threaded=False, parse_mode=None)
-        handlers.register(self.bot, runtime)
+        self.dispatcher = Dispatcher(runtime, self.bot)
+        self.executor = ChatSerialExecutor(workers=4)
         self.offset: int | None = None
         self._failures = 0
 
@@ -50,7 +54,7 @@ class PollingBot:
 
     def setup_commands(self) -> None:
         for language in LANGUAGES:
-            menu = handlers.command_menu(Translator(language).gettext)
+            menu = command_menu(Translator(language).gettext)
             params: dict[str, object] = {"commands": menu}
             if language != "ru":
                 params["language_code"] = language
@@ -68,6 +72,7 @@ class PollingBot:
             self.stopping.wait(self._on_poll_error(exc))
             return False
         self._beat()
+        self.dispatcher.bot_username = me.username
         log.info("connected to the Bot API", extra={"bot_username": me.username})
         return True
 
@@ -79,10 +84,7 @@ class PollingBot:
         self._failures = 0
         for update in updates:
             self.offset = update.update_id + 1
-            try:
-                self.bot.process_new_updates([update])
-            except Exception:
-                log.exception("update failed", extra={"update_id": update.update_id})
+            self.executor.submit(chat_of(update), partial(self.dispatcher.handle, update))
         return len(updates)
 
     def _beat(self) -> None:
@@ -111,6 +113,7 @@ class PollingBot:
 
     def run(self) -> None:
         self.runtime.guard.start()
+        threading.Thread(target=timezones.preload, name="city-index", daemon=True).start()
         monitor = HealthMonitor(HealthChecker(self.runtime.engine, self.runtime.redis),
                                 self.runtime.alerts).start()
         while not self.stopping.is_set() and not self.check_token():
@@ -122,6 +125,7 @@ class PollingBot:
                 self.poll_once()
             except Exception as exc:
                 self.stopping.wait(self._on_poll_error(exc))
+        self.executor.shutdown()
         monitor.stop()
         log.info("bot stopped")
 

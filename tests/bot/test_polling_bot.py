@@ -94,13 +94,13 @@ def test_database_down_keeps_the_bot_answering(settings, emu_client, pg_proxy,
 
 
 def test_handler_error_is_logged_and_the_user_gets_an_apology(bot, emu_client, monkeypatch):
-    from habitbot.bot import handlers
+    from habitbot.bot.handlers import common
 
     def broken(*args, **kwargs):
         raise RuntimeError("bug")
 
     with monkeypatch.context() as patch:
-        patch.setattr(handlers, "reply", broken)
+        patch.setattr(common, "help_text", broken)
         assert "Sorry, something went wrong" in _say(emu_client, bot, BOB, "/help")["text"]
     assert "/new" in _say(emu_client, bot, BOB, "/help")["text"]
 

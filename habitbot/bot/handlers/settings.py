@@ -1,0 +1,110 @@
+"""/settings: language, timezone, notifications, the hour a day starts — one message edited
+in place."""
+
+from __future__ import annotations
+
+from telebot import types
+
+from habitbot.bot.context import Context, StaleButton
+from habitbot.bot.handlers import timezone
+from habitbot.bot.handlers.onboarding import LANGUAGE_NAMES
+from habitbot.bot.registry import registry
+from habitbot.i18n import LANGUAGES
+from habitbot.services import timezones
+from habitbot.services.users import set_day_start_hour, set_language, set_notifications
+
+
+def _menu(ctx: Context) -> tuple[str, types.InlineKeyboardMarkup]:
+    user = ctx.user
+    local = timezones.local_now(user.timezone).strftime("%H:%M")
+    text = "\n".join([
+        ctx._("<b>Settings</b>"),
+        ctx._("Language: {language}", language=LANGUAGE_NAMES[user.language]),
+        ctx._("Timezone: {zone} ({offset}), local time {time}", zone=user.timezone,
+              offset=timezones.format_offset(user.timezone), time=local),
+        ctx._("Reminders: on") if user.notifications_enabled else ctx._("Reminders: off"),
+        ctx._("The day starts at {hour:02d}:00 (check-ins before that count for the "
+              "previous day)", hour=user.day_start_hour),
+    ])
+    markup = types.InlineKeyboardMarkup()
+    markup.row(ctx.button(ctx._("🌐 Language"), "setlang"),
+               ctx.button(ctx._("🕒 Timezone"), "settz"))
+    toggle = (ctx._("🔕 Turn reminders off") if user.notifications_enabled
+              else ctx._("🔔 Turn reminders on"))
+    markup.row(ctx.button(toggle, "setnotif", 0 if user.notifications_enabled else 1))
+    markup.row(ctx.button(ctx._("🌅 Day start"), "setday"))
+    return text, markup
+
+
+def send_menu(ctx: Context) -> None:
+    text, markup = _menu(ctx)
+    ctx.reply(text, markup)
+
+
+def _require_storage(ctx: Context) -> None:
+    if ctx.limited:
+        raise StaleButton("no database")
+
+
+timezone.FINISHERS["set"] = send_menu
+
+
+@registry.command("settings")
+def settings(ctx: Context, message: types.Message) -> None:
+    if ctx.limited:
+        ctx.reply(ctx._("Settings are not available right now."))
+        return
+    send_menu(ctx)
+
+
+@registry.callback("setmenu")
+def back(ctx: Context) -> None:
+    _require_storage(ctx)
+    ctx.show(*_menu(ctx))
+
+
+@registry.callback("setlang")
+def language_menu(ctx: Context, chosen: str | None = None) -> None:
+    _require_storage(ctx)
+    if chosen is not None:
+        if chosen not in LANGUAGES:
+            raise StaleButton(chosen)
+        ctx.use(set_language(ctx.runtime.engine, ctx.user.telegram_id, chosen))
+        ctx.show(*_menu(ctx))
+        return
+    markup = types.InlineKeyboardMarkup()
+    markup.row(*(ctx.button(LANGUAGE_NAMES[c], "setlang", c) for c in LANGUAGES))
+    markup.row(ctx.button(ctx._("« Back"), "setmenu"))
+    ctx.show(ctx._("Choose your language:"), markup)
+
+
+@registry.callback("settz")
+def timezone_change(ctx: Context) -> None:
+    _require_storage(ctx)
+    ctx.show(ctx._("Changing the timezone."))
+    timezone.ask(ctx, "set")
+
+
+@registry.callback("setnotif")
+def notifications(ctx: Context, enabled: str) -> None:
+    _require_storage(ctx)
+    if enabled not in ("0", "1"):
+        raise StaleButton(enabled)
+    ctx.use(set_notifications(ctx.runtime.engine, ctx.user.telegram_id, enabled == "1"))
+    ctx.answer(ctx._("Reminders on") if enabled == "1" else ctx._("Reminders off"))
+    ctx.show(*_menu(ctx))
+
+
+@registry.callback("setday")
+def day_start(ctx: Context, hour: str | None = None) -> None:
+    _require_storage(ctx)
+    if hour is not None:
+        value = int(hour)
+        ctx.use(set_day_start_hour(ctx.runtime.engine, ctx.user.telegram_id, value))
+        ctx.show(*_menu(ctx))
+        return
+    markup = types.InlineKeyboardMarkup(row_width=6)
+    markup.add(*(ctx.button(f"{h:02d}", "setday", h) for h in range(0, 12)))
+    markup.row(ctx.button(ctx._("« Back"), "setmenu"))
+    ctx.show(ctx._("When does your day start? Check-ins before this hour count for the "
+                   "previous day."), markup)
