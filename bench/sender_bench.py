@@ -38,18 +38,33 @@ GLOBAL_RATE = 30.0
 CHAT_RATE = 1.0
 BULK_CHAT_BASE = 1_000_000
 INTERACTIVE_CHAT_BASE = 2_000_000
-TEARDOWN_MARGIN = 20.0
+TEARDOWN_MARGIN = 20.0  # the burst stops this long before --timeout
+CLEANUP_MARGIN = 10.0  # the hard stop (SIGALRM) comes this long before --timeout
 
 
 class Interrupted(Exception):
     pass
 
 
+_stopping = False
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
+    """SIGINT/SIGTERM/SIGALRM end the run once; during the cleanup they are ignored."""
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
     raise Interrupted(signal.Signals(signum).name)
 
 
-def _build_sender(api_url: str, redis_url: str, overrides: dict[str, float]):
+def _shield_cleanup() -> None:
+    global _stopping
+    _stopping = True
+    signal.alarm(0)
+
+
+def _build_sender(api_url: str, redis_url: str, overrides: dict[str, Any]):
     from habitbot.redis_client import make_redis
     from habitbot.telegram.client import BotApiClient
     from habitbot.telegram.limiter import Limits, RateLimiter
@@ -64,7 +79,7 @@ def _build_sender(api_url: str, redis_url: str, overrides: dict[str, float]):
 
 # ---------------------------------------------------------------- bulk sender processes
 
-def bulk_worker(index: int, api_url: str, redis_url: str, overrides: dict[str, float],
+def bulk_worker(index: int, api_url: str, redis_url: str, overrides: dict[str, Any],
                 chat_ids: list[int], threads: int, go: Any, results: Any) -> None:
     """One sender process: `threads` threads drain `chat_ids`, one bulk message per chat."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
@@ -132,10 +147,9 @@ def _await(results: Any, kind: str, count: int, deadline: float) -> dict[int, An
 
 def _limiter_keys(chat_ids: list[int]) -> list[str]:
     from habitbot.telegram.limiter import BULK_KEY, DEMAND_KEY, GLOBAL_KEY, PAUSE_KEY
-    from habitbot.telegram.sender import METRICS_KEY
 
     chat_keys = [f"{GLOBAL_KEY.rsplit(':', 1)[0]}:chat:{chat_id}" for chat_id in chat_ids]
-    return [GLOBAL_KEY, BULK_KEY, PAUSE_KEY, DEMAND_KEY, METRICS_KEY, *chat_keys]
+    return [GLOBAL_KEY, BULK_KEY, PAUSE_KEY, DEMAND_KEY, *chat_keys]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,6 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sender, client, conn = _build_sender(emulator.url, redis_target.url, args.limit)
         client.raw_request("getMe")
         _await(results, "ready", args.processes, time.monotonic() + 60)
+        counts_before = metrics(conn)
 
         latencies: list[float] = []
         interactive_errors: Counter[str] = Counter()
@@ -204,14 +219,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as exc:
                 interactive_errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
         burst_seconds = time.monotonic() - t_go
+        finished = len(done) == args.processes
         for proc in procs:
-            proc.join(5)
+            if finished:
+                proc.join(5)
+            stop_process(proc)
 
         with EmulatorClient(emulator.url) as control:
             stats = control.stats()
             sends = control.sends()
-        sender_counts = metrics(conn)
+        sender_counts = {key: value - counts_before.get(key, 0)
+                         for key, value in metrics(conn).items()}
     finally:
+        _shield_cleanup()
         for proc in procs:
             stop_process(proc)
         if client is not None:
@@ -247,6 +267,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "layout": f"{args.processes} processes x {args.threads} threads",
         "overrides": args.limit,
         "burst_seconds": burst_seconds,
+        "finished": finished,
         "span": span,
         "in_burst": len(in_burst),
         "rate": rate,
@@ -275,6 +296,7 @@ def report(r: dict[str, Any]) -> None:
         ("senders", r["layout"]),
         ("Limits overridden", r["overrides"] or "no (production defaults)"),
         ("burst wall time, s", r["burst_seconds"]),
+        ("burst finished", "yes" if r["finished"] else "no: senders stopped at the deadline"),
         ("first..last bulk send, s", r["span"]),
         ("sends in that span (all lanes)", r["in_burst"]),
         ("achieved rate, msg/s", r["rate"]),
@@ -308,13 +330,13 @@ def report(r: dict[str, Any]) -> None:
     figure("sender.lost", r["lost"], "messages", "== 0")
 
 
-def _limit_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, float]:
+def _limit_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
     import dataclasses
 
     from habitbot.telegram.limiter import Limits
 
     fields = {f.name: f.type for f in dataclasses.fields(Limits)}
-    overrides: dict[str, float] = {}
+    overrides: dict[str, Any] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or name not in fields:
@@ -353,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
         signal.signal(sig, _raise_interrupted)
-    signal.alarm(int(args.timeout))
+    signal.alarm(int(args.timeout - CLEANUP_MARGIN))
     try:
         result = run(args)
     except Interrupted as exc:

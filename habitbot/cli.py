@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -31,8 +32,6 @@ def _database_url() -> str:
         settings = load_settings()
         return settings.database_url
     except ConfigError:
-        import os
-
         url = os.environ.get("DATABASE_URL", "").strip()
         if not url:
             raise ConfigError("DATABASE_URL is not set: expected a postgresql:// URL") from None
@@ -92,6 +91,42 @@ def cmd_alert_test(args: argparse.Namespace) -> int:
     return 0 if alert.status in ("sent", "logged", "suppressed") else 1
 
 
+def _telegram_id(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a Telegram user id: {raw!r}") from None
+    if value <= 0 or value >= 2**63:
+        raise argparse.ArgumentTypeError(f"not a Telegram user id: {raw!r}")
+    return value
+
+
+def cmd_fsm_reset(args: argparse.Namespace) -> int:
+    import redis
+
+    from habitbot.redis_client import make_redis
+    from habitbot.services.conversations import ConversationStore
+
+    url = os.environ.get("REDIS_URL", "").strip()
+    if not url:
+        raise ConfigError("REDIS_URL is not set: expected a redis:// URL")
+    conn = make_redis(url)
+    try:
+        store = ConversationStore(conn)
+        conn.ping()
+        state = store.get(args.telegram_id).state
+        cleared = store.clear(args.telegram_id)
+    except redis.RedisError as exc:
+        return _fail(f"redis unreachable ({type(exc).__name__}): check REDIS_URL")
+    finally:
+        conn.close()
+    if cleared:
+        print(f"OK: conversation of user {args.telegram_id} reset (was in state {state!r})")
+    else:
+        print(f"OK: user {args.telegram_id} had no conversation in progress")
+    return 0
+
+
 def cmd_sandbox_telegram(args: argparse.Namespace) -> int:
     from habitbot.sandbox.telegram_emulator import main as emulator_main
 
@@ -119,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     alert_test = alert_sub.add_parser("test", help="send a test alert to ALERT_CHAT_ID")
     alert_test.add_argument("--message", default="test alert from habitbot alert test")
     alert_test.set_defaults(func=cmd_alert_test)
+
+    fsm = sub.add_parser("fsm", help="conversation state of users")
+    fsm_sub = fsm.add_subparsers(dest="fsm_command", required=True, metavar="ACTION")
+    fsm_reset = fsm_sub.add_parser("reset", help="forget a user's dialog in progress")
+    fsm_reset.add_argument("telegram_id", type=_telegram_id)
+    fsm_reset.set_defaults(func=cmd_fsm_reset)
 
     sandbox = sub.add_parser("sandbox", help="local emulators")
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True,
