@@ -60,3 +60,12 @@ def test_acquire_blocks_until_a_token_with_an_injected_sleep(redis_conn):
     # The next token for chat 5 needs ~1 s: a deadline shorter than that gives up at once.
     with pytest.raises(TimeoutError):
         limiter.acquire(5, deadline=time.monotonic() + 0.2)
+
+
+def test_bulk_leaves_a_reserve_for_interactive_sends(redis_conn):
+    limiter = _limiter(redis_conn, global_rate=10, global_burst=5, chat_burst=100,
+                       bulk_share=1.0, interactive_reserve=2)
+    assert limiter.try_acquire(1, INTERACTIVE) == 0  # interactive demand seen; 4 tokens left
+    assert [limiter.try_acquire(10 + i, BULK) for i in range(2)] == [0, 0]  # down to 2
+    assert limiter.try_acquire(20, BULK) > 0  # the reserve is not for bulk
+    assert limiter.try_acquire(2, INTERACTIVE) == 0  # but a reply gets it at once
