@@ -11,6 +11,7 @@ from telebot import TeleBot, types
 from habitbot.bot import handlers  # noqa: F401  (registers every handler)
 from habitbot.bot.callbacks import CallbackCodec, InvalidCallback
 from habitbot.bot.context import Context, StaleButton, resolve_user
+from habitbot.bot.parsing import parse_command
 from habitbot.bot.registry import registry
 from habitbot.runtime import Runtime
 from habitbot.services.conversations import ConversationStore
@@ -19,18 +20,6 @@ from habitbot.services.users import mark_blocked
 log = logging.getLogger(__name__)
 
 RESETTING_COMMANDS = ("start", "cancel")
-
-
-def parse_command(message: types.Message, bot_username: str | None) -> tuple[str, str] | None:
-    """('start', 'args') for '/start args' or '/start@our_bot args'; None otherwise."""
-    text = message.text or ""
-    if not text.startswith("/"):
-        return None
-    head, _, rest = text[1:].partition(" ")
-    name, _, target = head.partition("@")
-    if target and bot_username and target.lower() != bot_username.lower():
-        return None
-    return name.lower()[:32], rest.strip()
 
 
 def chat_of(update: types.Update) -> object:

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 from habitbot.i18n import LANGUAGES, normalise_language
 from habitbot.models import User
+from habitbot.services.habits import recompute_user_schedules
 from habitbot.services.timezones import is_valid_zone
 
 
@@ -95,7 +97,12 @@ def set_timezone(engine: Engine, telegram_id: int, zone: str,
     values: dict[str, object] = {"timezone": zone}
     if complete_onboarding:
         values["onboarded_at"] = datetime.now(UTC)
-    return _update(engine, telegram_id, **values)
+    with Session(engine) as session, session.begin():
+        row = session.execute(update(User).where(User.telegram_id == telegram_id)
+                              .values(**values).returning(*_COLUMNS)).one()
+        # Same wall-clock times in the new zone: every reminder moves with the user.
+        recompute_user_schedules(session, row.id)
+    return _context(telegram_id, row)
 
 
 def set_notifications(engine: Engine, telegram_id: int, enabled: bool) -> UserContext:

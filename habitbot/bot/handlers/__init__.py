@@ -1,3 +1,10 @@
 """Importing this package registers every handler with `habitbot.bot.registry`."""
 
-from habitbot.bot.handlers import common, onboarding, settings, timezone  # noqa: F401
+from habitbot.bot.handlers import (  # noqa: F401
+    common,
+    habits,
+    onboarding,
+    settings,
+    timezone,
+    today,
+)

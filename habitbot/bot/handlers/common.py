@@ -5,7 +5,7 @@ from __future__ import annotations
 from telebot import types
 
 from habitbot.bot.context import Context, escape
-from habitbot.bot.handlers import onboarding
+from habitbot.bot.handlers import onboarding, today
 from habitbot.bot.registry import registry
 from habitbot.i18n import N_
 
@@ -51,7 +51,7 @@ def cancel(ctx: Context, message: types.Message) -> None:
               types.ReplyKeyboardRemove())
 
 
-@registry.command("new", "habits", "today", "stats", "premium", "balance")
+@registry.command("stats", "premium", "balance")
 def not_yet(ctx: Context, message: types.Message) -> None:
     ctx.reply(ctx._("This section is coming soon."))
 
@@ -63,4 +63,6 @@ def unknown_command(ctx: Context, message: types.Message) -> None:
 
 @registry.command("_text")
 def free_text(ctx: Context, message: types.Message) -> None:
+    if today.text_checkin(ctx, message):
+        return
     ctx.reply(ctx._("I did not understand that. Send /help to see what I can do."))

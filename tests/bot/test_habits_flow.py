@@ -1,0 +1,131 @@
+"""/new, /habits and /today through the bot: guided dialog, one-message form, check-ins."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from habitbot.models import Habit, HabitCheckin, HabitSchedule, User
+
+
+def _onboard(chat, engine, zone: str = "Europe/Moscow"):
+    chat.say("/help")
+    with engine.begin() as conn:
+        conn.execute(update(User).where(User.telegram_id == chat.user_id).values(
+            onboarded_at=User.created_at, timezone=zone))
+    return chat
+
+
+def _habits(engine):
+    with engine.connect() as conn:
+        return conn.execute(select(Habit).order_by(Habit.id)).all()
+
+
+def test_guided_new_creates_a_daily_habit_with_a_reminder(chat_with, engine):
+    chat = _onboard(chat_with(5001, "Ann", "en"), engine)
+    assert "What habit do you want to build?" in chat.say("/new")["text"]
+    kind = chat.say("Morning run")
+    assert "«Morning run»: how do you track it?" in kind["text"]
+    chat.press("✅ Done / not done")
+    chat.press("Every day")
+    chat.press("07:00")
+    assert "New habit: Morning run · every day · ⏰ 07:00" in chat.last()["text"]
+    [habit] = _habits(engine)
+    assert (habit.name, habit.kind, habit.frequency) == ("Morning run", "boolean", "daily")
+    with engine.connect() as conn:
+        [schedule] = conn.execute(select(HabitSchedule)).all()
+    assert str(schedule.local_time) == "07:00:00" and schedule.next_fire_at is not None
+
+
+def test_guided_new_measurable_at_most_on_chosen_days(chat_with, engine):
+    chat = _onboard(chat_with(5002, "Бо", "ru"), engine)
+    chat.say("/new")
+    chat.say("Кофе")
+    chat.press("🔢 С числом (страницы, стаканы…)")
+    chat.say("не больше 2 чашек")
+    chat.press("Выбрать дни…")
+    for day in ("Пн", "Ср", "Пт"):
+        chat.press(day)
+    chat.press("Готово")
+    chat.press("Без напоминания")
+    [habit] = _habits(engine)
+    assert (habit.kind, habit.target_direction, habit.weekdays) == (
+        "measurable", "at_most", 0b0010101)
+    assert "не больше 2 чашек" in chat.last()["text"]
+
+
+def test_one_message_form_and_bad_times(chat_with, engine):
+    chat = _onboard(chat_with(5003, "Cy", "en"), engine)
+    reply = chat.say("/new Read 20 pages 3 times a week 21:00")
+    assert "New habit: Read · at least 20 pages · 3 times a week · ⏰ 21:00" in reply["text"]
+    for bad in ("/new Read 25:00", "/new Read 8:60"):
+        assert "could not read that time" in chat.say(bad)["text"]
+    assert "The name cannot be empty" in chat.say("/new 08:30")["text"]
+    assert "too long" in chat.say("/new " + "x" * 1000)["text"]
+    assert len(_habits(engine)) == 1
+
+
+def test_free_limit_message_offers_premium(chat_with, engine):
+    chat = _onboard(chat_with(5004, "Di", "en"), engine)
+    for name in ("Alpha", "Beta", "Gamma"):
+        chat.say(f"/new {name}")
+    assert "/premium" in chat.say("/new One too many")["text"]
+    assert len(_habits(engine)) == 3
+
+
+def test_today_card_checks_in_and_edits_in_place(chat_with, engine):
+    chat = _onboard(chat_with(5005, "Ed", "en"), engine)
+    chat.say("/new Stretch")
+    chat.say("/new Water 8 glasses")
+    card = chat.say("/today")
+    assert "⬜ Stretch" in card["text"] and "⬜ Water" in card["text"]
+    chat.press("✅ Stretch")
+    edited = chat.message(card["message_id"])
+    assert "✅ Stretch" in edited["text"] and edited["edited"]
+    assert chat.press("⏭", message_id=card["message_id"], data=card["reply_markup"][
+        "inline_keyboard"][1][1]["callback_data"])["text"] in (None, "", "Already checked in.")
+    assert "⏭ Water" in chat.message(card["message_id"])["text"]
+    assert len(chat.emu.messages(5005, sender="bot")) == 4  # 2 × new, 1 card; no extra
+    chat.press("↩️ Undo: Stretch")
+    assert "⬜ Stretch" in chat.message(card["message_id"])["text"]
+
+
+def test_free_text_check_in_with_a_value(chat_with, engine):
+    chat = _onboard(chat_with(5006, "Flo", "en"), engine)
+    chat.say("/new Water 8 glasses")
+    assert "Noted: Water — 3" in chat.say("water 3")["text"]
+    assert "already checked in today" in chat.say("water 5")["text"]
+    with engine.connect() as conn:
+        [row] = conn.execute(select(HabitCheckin.value, HabitCheckin.source)).all()
+    assert (int(row.value), row.source) == (3, "text")
+
+
+def test_habit_card_pause_archive_restore_delete(chat_with, engine):
+    chat = _onboard(chat_with(5007, "Gil", "en"), engine)
+    chat.say("/new Floss 22:00")
+    listing = chat.say("/habits")
+    chat.press("1. Floss", message_id=listing["message_id"])
+    chat.press("⏸ Pause")
+    assert "⏸" in chat.message(listing["message_id"])["text"]
+    chat.press("🗄 Archive")
+    chat.press("♻️ Restore")
+    chat.press("🗑 Delete")
+    assert "cannot be undone" in chat.message(listing["message_id"])["text"]
+    chat.press("Yes, delete it with its history")
+    assert _habits(engine) == []
+    assert "You have no habits yet" in chat.message(listing["message_id"])["text"]
+
+
+def test_someone_elses_habit_buttons_do_nothing(chat_with, engine):
+    owner = _onboard(chat_with(5008, "Hal", "en"), engine)
+    owner.say("/new Secret")
+    listing = owner.say("/habits")
+    [habit] = _habits(engine)
+    intruder = _onboard(chat_with(5009, "Ivy", "en"), engine)
+    from habitbot.bot.callbacks import CallbackCodec
+    from tests.conftest import TEST_TOKEN
+
+    forged = CallbackCodec(TEST_TOKEN).encode(5009, "habact", habit.id, "delete", 1)
+    own = intruder.say("/help")
+    answer = intruder.press(message_id=own["message_id"], data=forged)
+    assert "does not exist" in answer["text"]
+    assert len(_habits(engine)) == 1 and listing
