@@ -63,6 +63,8 @@ class Habit(Base):
     # False while paused; archived habits are also inactive and have archived_at set.
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Since when the habit is paused (NULL while active); the days since are neutral.
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     position: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     created_at: Mapped[datetime] = utc_now_column()
     updated_at: Mapped[datetime] = utc_now_column(onupdate=True)

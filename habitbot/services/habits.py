@@ -69,6 +69,8 @@ class HabitView:
     times_per_week: int
     is_active: bool
     archived: bool
+    archived_at: datetime | None
+    paused_at: datetime | None
     position: int
     created_at: datetime
     reminder_times: tuple[time, ...]
@@ -138,7 +140,8 @@ def _view(habit: Habit, times: list[time]) -> HabitView:
     return HabitView(habit.id, habit.name, habit.kind, habit.target_value, habit.target_unit,
                      habit.target_direction, habit.frequency, habit.weekdays,
                      habit.times_per_week, habit.is_active, habit.archived_at is not None,
-                     habit.position, habit.created_at, tuple(sorted(times)))
+                     habit.archived_at, habit.paused_at, habit.position, habit.created_at,
+                     tuple(sorted(times)))
 
 
 def _times(conn: Session, habit_ids: list[int]) -> dict[int, list[time]]:
@@ -314,12 +317,13 @@ def _set_state(engine: Engine, user_id: int, habit_id: int, now: datetime | None
 
 def pause_habit(engine: Engine, user_id: int, habit_id: int,
                 now: datetime | None = None) -> HabitView:
-    return _set_state(engine, user_id, habit_id, now, is_active=False)
+    now = now or datetime.now(UTC)
+    return _set_state(engine, user_id, habit_id, now, is_active=False, paused_at=now)
 
 
 def resume_habit(engine: Engine, user_id: int, habit_id: int,
                  now: datetime | None = None) -> HabitView:
-    return _set_state(engine, user_id, habit_id, now, is_active=True)
+    return _set_state(engine, user_id, habit_id, now, is_active=True, paused_at=None)
 
 
 def archive_habit(engine: Engine, user_id: int, habit_id: int,
@@ -330,7 +334,8 @@ def archive_habit(engine: Engine, user_id: int, habit_id: int,
 
 def restore_habit(engine: Engine, user_id: int, habit_id: int,
                   now: datetime | None = None) -> HabitView:
-    return _set_state(engine, user_id, habit_id, now, archived_at=None, is_active=True)
+    return _set_state(engine, user_id, habit_id, now, archived_at=None, is_active=True,
+                      paused_at=None)
 
 
 def delete_habit(engine: Engine, user_id: int, habit_id: int) -> None:

@@ -11,6 +11,13 @@ twice changes nothing the second time.
 
 Loop stores the values of numerical habits in thousandths and exports them that way ("2500"
 is 2.5); a value written with a decimal point is taken as it is.
+
+Refusal codes: too_large, zip_bomb, bad_zip, unknown_archive, not_csv_or_zip, bad_encoding,
+bad_csv, bad_json, unknown_format, unsupported_version, unknown_columns, send_loop_zip (a file
+that does not name its habits, or Loop's Scores.csv), empty, too_many_habits, too_many_rows.
+Warning codes: bad_dates, future_dates, bad_values, duplicate_dates, invalid_names,
+invalid_habits, duplicate_names_merged, frequency_changed_to_daily, target_adjusted,
+checkmarks_unmatched, archived_over_free_limit, reminders_trimmed.
 """
 
 from __future__ import annotations

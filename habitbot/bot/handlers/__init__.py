@@ -5,6 +5,7 @@ from habitbot.bot.handlers import (  # noqa: F401
     habits,
     onboarding,
     settings,
+    stats,
     timezone,
     today,
 )

@@ -51,7 +51,7 @@ def cancel(ctx: Context, message: types.Message) -> None:
               types.ReplyKeyboardRemove())
 
 
-@registry.command("stats", "premium", "balance")
+@registry.command("premium", "balance")
 def not_yet(ctx: Context, message: types.Message) -> None:
     ctx.reply(ctx._("This section is coming soon."))
 

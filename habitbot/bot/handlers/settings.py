@@ -3,14 +3,18 @@ in place."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from telebot import types
 
 from habitbot.bot.context import Context, StaleButton
 from habitbot.bot.handlers import timezone
 from habitbot.bot.handlers.onboarding import LANGUAGE_NAMES
+from habitbot.bot.handlers.today import today_for
 from habitbot.bot.registry import registry
 from habitbot.i18n import LANGUAGES
 from habitbot.services import timezones
+from habitbot.services.stats import current_rest, end_rest, start_rest
 from habitbot.services.users import set_day_start_hour, set_language, set_notifications
 
 
@@ -26,13 +30,19 @@ def _menu(ctx: Context) -> tuple[str, types.InlineKeyboardMarkup]:
         ctx._("The day starts at {hour:02d}:00 (check-ins before that count for the "
               "previous day)", hour=user.day_start_hour),
     ])
+    if user.id is not None:
+        rest = current_rest(ctx.runtime.engine, user.id, today_for(ctx))
+        if rest:
+            text += "\n" + ctx._("🏖 Rest: {start} – {end} (no reminders, streaks kept)",
+                                 start=rest[0].strftime("%d.%m"), end=rest[1].strftime("%d.%m"))
     markup = types.InlineKeyboardMarkup()
     markup.row(ctx.button(ctx._("🌐 Language"), "setlang"),
                ctx.button(ctx._("🕒 Timezone"), "settz"))
     toggle = (ctx._("🔕 Turn reminders off") if user.notifications_enabled
               else ctx._("🔔 Turn reminders on"))
     markup.row(ctx.button(toggle, "setnotif", 0 if user.notifications_enabled else 1))
-    markup.row(ctx.button(ctx._("🌅 Day start"), "setday"))
+    markup.row(ctx.button(ctx._("🌅 Day start"), "setday"),
+               ctx.button(ctx._("🏖 Rest"), "setrest"))
     return text, markup
 
 
@@ -45,6 +55,8 @@ def _require_storage(ctx: Context) -> None:
     if ctx.limited:
         raise StaleButton("no database")
 
+
+REST_CHOICES = ("3", "7", "14")
 
 timezone.FINISHERS["set"] = send_menu
 
@@ -108,3 +120,29 @@ def day_start(ctx: Context, hour: str | None = None) -> None:
     markup.row(ctx.button(ctx._("« Back"), "setmenu"))
     ctx.show(ctx._("When does your day start? Check-ins before this hour count for the "
                    "previous day."), markup)
+
+
+@registry.callback("setrest")
+def rest(ctx: Context, days: str | None = None) -> None:
+    _require_storage(ctx)
+    assert ctx.user.id is not None
+    today = today_for(ctx)
+    if days is not None:
+        if days == "0":
+            end_rest(ctx.runtime.engine, ctx.user.id, today)
+            ctx.answer(ctx._("Rest is over. Welcome back!"))
+        elif days in REST_CHOICES:
+            start_rest(ctx.runtime.engine, ctx.user.id, today,
+                       today + timedelta(days=int(days) - 1))
+            ctx.answer(ctx._("Enjoy your rest! Your streaks are kept."))
+        else:
+            raise StaleButton(days)
+        ctx.show(*_menu(ctx))
+        return
+    markup = types.InlineKeyboardMarkup()
+    markup.row(*(ctx.button(ctx.t.ngettext("{n} day", "{n} days", int(n)), "setrest", n)
+                 for n in REST_CHOICES))
+    markup.row(ctx.button(ctx._("End the rest now"), "setrest", 0))
+    markup.row(ctx.button(ctx._("« Back"), "setmenu"))
+    ctx.show(ctx._("Rest mode: no reminders, and your streaks stay as they are. For how "
+                   "long?"), markup)
