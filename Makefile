@@ -83,7 +83,7 @@ ctl: ## supervisorctl for the running stack: make ctl ARGS="status"
 
 i18n-extract: install ## extract translatable strings into habitbot/locale/messages.pot
 	@$(VENV)/bin/pybabel -q extract -k N_ -k gettext -k ngettext:1,2 --no-location \
-	  -o habitbot/locale/messages.pot habitbot
+	  -o habitbot/locale/messages.pot habitbot workers
 
 i18n-update: i18n-extract ## merge new strings into the ru and en catalogs
 	@$(VENV)/bin/pybabel -q update -i habitbot/locale/messages.pot -d habitbot/locale \

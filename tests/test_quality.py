@@ -51,7 +51,7 @@ def test_catalog_template_is_up_to_date(tmp_path):
     out = tmp_path / "messages.pot"
     subprocess.run([str(Path(sys.executable).parent / "pybabel"), "-q", "extract", "-k", "N_",
                     "-k", "gettext", "-k", "ngettext:1,2", "--no-location", "-o", str(out),
-                    "habitbot"], cwd=ROOT, check=True)
+                    "habitbot", "workers"], cwd=ROOT, check=True)
     assert _ids(out) == _ids(ROOT / "habitbot/locale/messages.pot"), \
         "run `make i18n-update` and translate the new strings"
 

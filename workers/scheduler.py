@@ -36,6 +36,8 @@ class PeriodicJob:
     interval: int
     queue: str = queues.DEFAULT
     timeout: int = 300
+    # Start on a minute boundary, so a 60 s job runs at :00 of every minute.
+    aligned: bool = False
 
     @property
     def job_id(self) -> str:
@@ -43,6 +45,8 @@ class PeriodicJob:
 
 
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
+    PeriodicJob("habit_reminders", "workers.reminders.tick", 60, queue=queues.HIGH,
+                timeout=120, aligned=True),
     PeriodicJob("flush_alerts", "workers.maintenance.flush_alerts", 60),
     PeriodicJob("cleanup", "workers.maintenance.cleanup", 3600),
 )
@@ -57,10 +61,12 @@ def register_periodic_jobs(scheduler: Scheduler,
             scheduler.cancel(existing)
             existing.delete()
             log.info("periodic job removed", extra={"job_id": existing.id})
-    start = datetime.now(UTC) + timedelta(seconds=1)
+    now = datetime.now(UTC)
+    next_minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     for job in jobs:
         if job.job_id in scheduler:
             scheduler.cancel(job.job_id)
+        start = next_minute if job.aligned else now + timedelta(seconds=1)
         scheduler.schedule(scheduled_time=start, func=job.func, interval=job.interval,
                            repeat=None, id=job.job_id, queue_name=job.queue,
                            timeout=job.timeout, result_ttl=600)

@@ -15,11 +15,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from telebot import TeleBot, types
 from telebot.apihelper import ApiTelegramException
 
-from habitbot.bot.callbacks import CallbackCodec
 from habitbot.i18n import Translator
 from habitbot.runtime import Runtime
 from habitbot.services.conversations import Conversation, ConversationStore
 from habitbot.services.users import UserContext, minimal_user, touch_user
+from habitbot.telegram.callbacks import CallbackCodec
 
 log = logging.getLogger(__name__)
 

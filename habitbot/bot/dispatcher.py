@@ -9,13 +9,13 @@ import logging
 from telebot import TeleBot, types
 
 from habitbot.bot import handlers  # noqa: F401  (registers every handler)
-from habitbot.bot.callbacks import CallbackCodec, InvalidCallback
 from habitbot.bot.context import Context, StaleButton, resolve_user
 from habitbot.bot.parsing import parse_command
 from habitbot.bot.registry import registry
 from habitbot.runtime import Runtime
 from habitbot.services.conversations import ConversationStore
 from habitbot.services.users import mark_blocked
+from habitbot.telegram.callbacks import CallbackCodec, InvalidCallback
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from habitbot.models import HabitCheckin, RestPeriod, User
@@ -74,7 +74,7 @@ def start_rest(engine: Engine, user_id: int, starts_on: date, ends_on: date) -> 
     if ends_on < starts_on:
         raise ValueError("a rest cannot end before it starts")
     with Session(engine) as session, session.begin():
-        session.execute(RestPeriod.__table__.delete().where(
+        session.execute(delete(RestPeriod).where(
             RestPeriod.user_id == user_id, RestPeriod.habit_id.is_(None),
             RestPeriod.ends_on >= starts_on))
         session.add(RestPeriod(user_id=user_id, starts_on=starts_on, ends_on=ends_on))
@@ -91,7 +91,7 @@ def end_rest(engine: Engine, user_id: int, today: date) -> bool:
                 session.delete(period)
             else:
                 period.ends_on = today - timedelta(days=1)
-        session.execute(RestPeriod.__table__.delete().where(
+        session.execute(delete(RestPeriod).where(
             RestPeriod.user_id == user_id, RestPeriod.habit_id.is_(None),
             RestPeriod.starts_on > today))
     return bool(running)

@@ -121,7 +121,7 @@ def test_someone_elses_habit_buttons_do_nothing(chat_with, engine):
     listing = owner.say("/habits")
     [habit] = _habits(engine)
     intruder = _onboard(chat_with(5009, "Ivy", "en"), engine)
-    from habitbot.bot.callbacks import CallbackCodec
+    from habitbot.telegram.callbacks import CallbackCodec
     from tests.conftest import TEST_TOKEN
 
     forged = CallbackCodec(TEST_TOKEN).encode(5009, "habact", habit.id, "delete", 1)
@@ -129,3 +129,29 @@ def test_someone_elses_habit_buttons_do_nothing(chat_with, engine):
     answer = intruder.press(message_id=own["message_id"], data=forged)
     assert "does not exist" in answer["text"]
     assert len(_habits(engine)) == 1 and listing
+
+
+def test_check_in_from_the_reminder_edits_it_in_place(chat_with, engine, runtime):
+    from datetime import UTC, datetime, timedelta
+
+    from habitbot.services import reminders
+    from habitbot.telegram.callbacks import CallbackCodec
+    from workers.reminders import render
+
+    chat = _onboard(chat_with(5010, "Jo", "en"), engine)
+    chat.say("/new Read 08:30")
+    with engine.begin() as conn:
+        conn.execute(update(HabitSchedule).values(
+            next_fire_at=datetime.now(UTC) - timedelta(seconds=5)))
+    [delivery_id] = reminders.claim_due(engine).pending_ids
+    job = reminders.start_delivery(engine, delivery_id)
+    text, markup = render(job, CallbackCodec(runtime.settings.bot_token))
+    sent = runtime.sender.call("sendMessage", {"chat_id": 5010, "text": text,
+                                                "parse_mode": "HTML", "reply_markup": markup})
+    chat.press("✅ Done", message_id=sent["message_id"])
+    edited = chat.message(sent["message_id"])["text"]
+    assert edited.startswith("✅ ") and edited.endswith("· Read · streak 1 day")
+    assert chat.press(message_id=sent["message_id"], data=markup["inline_keyboard"][0][0][
+        "callback_data"])["text"] == "Already checked in."
+    with engine.connect() as conn:
+        assert conn.execute(select(HabitCheckin.source)).scalar_one() == "reminder"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, update
 
-from habitbot.bot.callbacks import CallbackCodec
 from habitbot.models import User
+from habitbot.telegram.callbacks import CallbackCodec
 from tests.conftest import TEST_TOKEN
 
 

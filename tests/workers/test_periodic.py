@@ -3,7 +3,6 @@ registered idempotently under fixed ids."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
 import pytest
@@ -11,8 +10,7 @@ from rq import Queue, SimpleWorker
 from sqlalchemy import select
 
 from habitbot.models import AdminAlert, JobExecutionLog
-from habitbot.runtime import build_runtime
-from workers import context, maintenance, periodic
+from workers import maintenance, periodic
 from workers.scheduler import (
     PERIODIC_JOBS,
     GuardedScheduler,
@@ -20,16 +18,6 @@ from workers.scheduler import (
     build_scheduler,
     register_periodic_jobs,
 )
-
-
-@pytest.fixture
-def runtime(settings, monkeypatch):
-    rt = build_runtime("worker", "worker", settings=settings, configure_logging=False)
-    monkeypatch.setattr(context, "_runtime", rt)
-    monkeypatch.setattr(context, "_pid", os.getpid())
-    monkeypatch.setattr(context, "parent_guard", None)
-    yield rt
-    rt.close()
 
 
 def _log(engine):

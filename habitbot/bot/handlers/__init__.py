@@ -4,6 +4,7 @@ from habitbot.bot.handlers import (  # noqa: F401
     common,
     habits,
     onboarding,
+    reminder,
     settings,
     stats,
     timezone,

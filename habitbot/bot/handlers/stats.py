@@ -17,7 +17,7 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{round(value * 100)}%"
 
 
-def _streak(ctx: Context, length: int, unit: str) -> str:
+def streak_text(ctx: Context, length: int, unit: str) -> str:
     if unit == "weeks":
         return ctx.t.ngettext("{n} week", "{n} weeks", length)
     return ctx.t.ngettext("{n} day", "{n} days", length)
@@ -27,8 +27,8 @@ def habit_block(ctx: Context, item: HabitStats) -> str:
     s = item.summary
     lines = [f"<b>{escape(item.habit.name)}</b>",
              ctx._("🔥 Streak: {current} (best: {best})",
-                   current=_streak(ctx, s.current_streak, s.streak_unit),
-                   best=_streak(ctx, s.best_streak, s.streak_unit)),
+                   current=streak_text(ctx, s.current_streak, s.streak_unit),
+                   best=streak_text(ctx, s.best_streak, s.streak_unit)),
              ctx._("💪 Strength: {percent}%", percent=progress.strength_percent(s.strength)),
              ctx._("📈 Done: {week} in 7 days · {month} in 30 · {year} in 365",
                    week=_percent(s.completion_7), month=_percent(s.completion_30),

@@ -1,0 +1,209 @@
+"""Reminders: which schedules are due, one delivery row per (schedule, fire time), and the
+life of a delivery: pending → sent / failed / skipped / missed.
+
+The database is the source of truth. `claim_due` takes due schedules through the partial index
+on `next_fire_at` (O(due), not O(schedules)) with `FOR UPDATE SKIP LOCKED`, so two ticks never
+claim the same row; it writes the delivery (the unique key refuses a second one for the same
+fire time) and advances `next_fire_at` from the owner's zone, all in one transaction. Sending
+happens afterwards, outside any transaction; a delivery left pending past its lease (a worker
+killed mid-batch) is handed out again by `reap_expired` — the at-least-once window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from habitbot.models import Habit, HabitCheckin, HabitSchedule, ReminderDelivery, RestPeriod, User
+from habitbot.services import progress, schedules
+
+CLAIM_CHUNK = 1000
+LEASE = timedelta(minutes=2)
+MAX_AGE = timedelta(minutes=60)
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claimed: int
+    pending_ids: list[int]
+    skipped: int
+    missed: int
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    """Everything needed to send one reminder, read right before sending."""
+
+    delivery_id: int
+    fire_at: datetime
+    telegram_id: int
+    language: str
+    timezone: str
+    habit_id: int
+    habit_name: str
+    habit_kind: str
+    target_value: object
+    target_unit: str | None
+    local_day: date
+
+
+def _skip_reason(session: Session, row, day: date) -> str | None:
+    if not row.notifications_enabled:
+        return "notifications off"
+    if row.is_blocked:
+        return "blocked the bot"
+    if not row.is_active or row.archived_at is not None:
+        return "habit inactive"
+    resting = session.execute(select(RestPeriod.id).where(
+        RestPeriod.user_id == row.user_id, RestPeriod.starts_on <= day,
+        RestPeriod.ends_on >= day,
+        (RestPeriod.habit_id.is_(None)) | (RestPeriod.habit_id == row.habit_id))).first()
+    if resting:
+        return "rest"
+    status = session.execute(select(HabitCheckin.status).where(
+        HabitCheckin.habit_id == row.habit_id, HabitCheckin.local_date == day)).scalar()
+    if status is not None:
+        return "already checked in"
+    if row.frequency == "times_per_week":
+        week_start = day - timedelta(days=day.weekday())
+        done = session.execute(select(func.count()).select_from(HabitCheckin).where(
+            HabitCheckin.habit_id == row.habit_id, HabitCheckin.status == "done",
+            HabitCheckin.local_date >= week_start, HabitCheckin.local_date <= day)).scalar_one()
+        if done >= row.times_per_week:
+            return "weekly target met"
+    return None
+
+
+def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CHUNK,
+              max_age: timedelta = MAX_AGE) -> ClaimResult:
+    """Claim up to `limit` due schedules; returns the ids of deliveries to send."""
+    now = now or datetime.now(UTC)
+    pending: list[int] = []
+    skipped = missed = 0
+    with Session(engine) as session, session.begin():
+        rows = session.execute(
+            select(HabitSchedule.id.label("schedule_id"), HabitSchedule.local_time,
+                   HabitSchedule.weekdays.label("schedule_weekdays"),
+                   HabitSchedule.next_fire_at, Habit.id.label("habit_id"), Habit.is_active,
+                   Habit.archived_at, Habit.frequency, Habit.times_per_week, User.id.label(
+                       "user_id"), User.timezone, User.day_start_hour,
+                   User.notifications_enabled, User.is_blocked)
+            .join(Habit, Habit.id == HabitSchedule.habit_id)
+            .join(User, User.id == Habit.user_id)
+            .where(HabitSchedule.is_enabled, HabitSchedule.next_fire_at.is_not(None),
+                   HabitSchedule.next_fire_at <= now)
+            .order_by(HabitSchedule.next_fire_at)
+            .limit(limit)
+            .with_for_update(of=HabitSchedule, skip_locked=True)).all()
+        for row in rows:
+            fire_at = row.next_fire_at
+            day = progress.local_day(fire_at, row.timezone, row.day_start_hour)
+            reason = _skip_reason(session, row, day)
+            if reason is None and now - fire_at > max_age:
+                status, reason = "missed", "older than the catch-up window"
+            else:
+                status = "skipped" if reason else "pending"
+            delivery_id = session.execute(insert(ReminderDelivery).values(
+                schedule_id=row.schedule_id, habit_id=row.habit_id, user_id=row.user_id,
+                fire_at=fire_at, status=status, error=reason,
+                lease_until=now + LEASE if status == "pending" else None,
+            ).on_conflict_do_nothing(index_elements=[ReminderDelivery.schedule_id,
+                                                     ReminderDelivery.fire_at])
+                .returning(ReminderDelivery.id)).scalar()
+            if delivery_id is not None:
+                if status == "pending":
+                    pending.append(delivery_id)
+                elif status == "missed":
+                    missed += 1
+                else:
+                    skipped += 1
+            session.execute(update(HabitSchedule).where(HabitSchedule.id == row.schedule_id)
+                            .values(next_fire_at=schedules.next_fire(
+                                row.timezone, row.local_time, row.schedule_weekdays,
+                                max(now, fire_at))))
+    return ClaimResult(len(rows), pending, skipped, missed)
+
+
+def reap_expired(engine: Engine, now: datetime | None = None,
+                 max_age: timedelta = MAX_AGE) -> tuple[list[int], int]:
+    """Deliveries still pending after their lease: hand them out again (new lease), or mark
+    them missed when too old or tried too often. Returns (ids to resend, missed count)."""
+    now = now or datetime.now(UTC)
+    with Session(engine) as session, session.begin():
+        rows = session.execute(
+            select(ReminderDelivery.id, ReminderDelivery.fire_at, ReminderDelivery.attempts)
+            .where(ReminderDelivery.status == "pending", ReminderDelivery.lease_until < now)
+            .order_by(ReminderDelivery.lease_until).limit(CLAIM_CHUNK)
+            .with_for_update(skip_locked=True)).all()
+        again = [r.id for r in rows if now - r.fire_at <= max_age and r.attempts < MAX_ATTEMPTS]
+        stale = [r.id for r in rows if r.id not in set(again)]
+        if again:
+            session.execute(update(ReminderDelivery).where(ReminderDelivery.id.in_(again))
+                            .values(lease_until=now + LEASE))
+        if stale:
+            session.execute(update(ReminderDelivery).where(ReminderDelivery.id.in_(stale))
+                            .values(status="missed", error="not delivered in time"))
+    return again, len(stale)
+
+
+def start_delivery(engine: Engine, delivery_id: int,
+                   now: datetime | None = None) -> DeliveryJob | None:
+    """Take one pending delivery for sending (renewing its lease); None if it is no longer
+    pending or should be skipped now (checked in meanwhile, blocked, …)."""
+    now = now or datetime.now(UTC)
+    with Session(engine) as session, session.begin():
+        row = session.execute(
+            select(ReminderDelivery.id, ReminderDelivery.fire_at, Habit.id.label("habit_id"),
+                   Habit.name, Habit.kind, Habit.target_value, Habit.target_unit,
+                   Habit.is_active, Habit.archived_at, Habit.frequency, Habit.times_per_week,
+                   User.id.label("user_id"), User.telegram_id, User.language, User.timezone,
+                   User.day_start_hour, User.notifications_enabled, User.is_blocked)
+            .join(Habit, Habit.id == ReminderDelivery.habit_id)
+            .join(User, User.id == ReminderDelivery.user_id)
+            .where(ReminderDelivery.id == delivery_id, ReminderDelivery.status == "pending")
+            .with_for_update(of=ReminderDelivery, skip_locked=True)).first()
+        if row is None:
+            return None
+        day = progress.local_day(row.fire_at, row.timezone, row.day_start_hour)
+        reason = _skip_reason(session, row, day)
+        if reason is not None:
+            session.execute(update(ReminderDelivery).where(ReminderDelivery.id == delivery_id)
+                            .values(status="skipped", error=reason, lease_until=None))
+            return None
+        session.execute(update(ReminderDelivery).where(ReminderDelivery.id == delivery_id)
+                        .values(attempts=ReminderDelivery.attempts + 1,
+                                lease_until=now + LEASE))
+    return DeliveryJob(row.id, row.fire_at, row.telegram_id, row.language, row.timezone,
+                       row.habit_id, row.name, row.kind, row.target_value, row.target_unit, day)
+
+
+def finish_delivery(engine: Engine, delivery_id: int, status: str,
+                    message_id: int | None = None, error: str | None = None) -> bool:
+    """pending → sent / failed; False if it was no longer pending (nothing changed)."""
+    if status not in ("sent", "failed"):
+        raise ValueError(status)
+    with Session(engine) as session, session.begin():
+        done = session.execute(update(ReminderDelivery).where(
+            and_(ReminderDelivery.id == delivery_id, ReminderDelivery.status == "pending"))
+            .values(status=status, telegram_message_id=message_id, error=error,
+                    sent_at=datetime.now(UTC) if status == "sent" else None, lease_until=None)
+            .returning(ReminderDelivery.id)).first()
+    return done is not None
+
+
+def release_delivery(engine: Engine, delivery_id: int, error: str) -> None:
+    """A transient failure: leave it pending with an expired lease so the reaper retries."""
+    with Session(engine) as session, session.begin():
+        session.execute(update(ReminderDelivery).where(
+            ReminderDelivery.id == delivery_id, ReminderDelivery.status == "pending")
+            .values(error=error[:500], lease_until=datetime.now(UTC)))
+
+
+def local_fire_time(job: DeliveryJob) -> str:
+    return job.fire_at.astimezone(ZoneInfo(job.timezone)).strftime("%H:%M")

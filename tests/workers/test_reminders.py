@@ -1,0 +1,233 @@
+"""Reminders end to end in-process: claim, send through the sender, check in from the
+reminder; skips, missed, duplicates, leases, DST."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from rq import Queue, SimpleWorker
+from sqlalchemy import func, insert, select, update
+
+from habitbot.models import HabitCheckin, HabitSchedule, ReminderDelivery, RestPeriod, User
+from habitbot.services import habits as svc
+from habitbot.services import reminders
+from habitbot.services.habits import HabitDraft
+from workers import queues
+from workers import reminders as jobs
+
+ALICE = 7001
+
+
+def _user(engine, telegram_id: int, zone: str = "UTC", **values) -> int:
+    with engine.begin() as conn:
+        return conn.execute(insert(User).values(telegram_id=telegram_id, timezone=zone,
+                                                language="en", **values)
+                            .returning(User.id)).scalar_one()
+
+
+def _habit(engine, user_id: int, name: str = "Read", at: time = time(8, 30), **kw) -> int:
+    return svc.create_habit(engine, user_id, HabitDraft(name, reminder_times=[at], **kw)).id
+
+
+def _make_due(engine, habit_id: int, when: datetime) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(HabitSchedule).where(HabitSchedule.habit_id == habit_id)
+                     .values(next_fire_at=when))
+
+
+def _deliveries(engine):
+    with engine.connect() as conn:
+        return conn.execute(select(ReminderDelivery.status, ReminderDelivery.error,
+                                   ReminderDelivery.telegram_message_id)
+                            .order_by(ReminderDelivery.id)).all()
+
+
+def _work(redis_conn) -> None:
+    SimpleWorker([Queue(queues.REMINDERS, connection=redis_conn)],
+                 connection=redis_conn).work(burst=True)
+
+
+@pytest.fixture
+def alice(engine, emu_client):
+    emu_client.add_user(ALICE, first_name="Alice", language_code="en")
+    return _user(engine, ALICE)
+
+
+def test_due_reminder_is_sent_once_with_check_in_buttons(runtime, engine, redis_conn,
+                                                        emu_client, alice):
+    habit = _habit(engine, alice)
+    now = datetime.now(UTC)
+    _make_due(engine, habit, now - timedelta(seconds=5))
+    assert jobs._tick(runtime) == 1
+    assert jobs._tick(runtime) == 0  # nothing due any more
+    _work(redis_conn)
+    [(status, error, message_id)] = _deliveries(engine)
+    assert status == "sent" and message_id is not None
+    [message] = emu_client.messages(ALICE, sender="bot")
+    assert message["text"].endswith("· Read") and message["text"].startswith("⏰ ")
+    buttons = [b["text"] for b in message["reply_markup"]["inline_keyboard"][0]]
+    assert buttons == ["✅ Done", "⏭ Skip"]
+    with engine.connect() as conn:
+        next_fire = conn.execute(select(HabitSchedule.next_fire_at)).scalar_one()
+    assert next_fire > now and next_fire.astimezone(UTC).time() == time(8, 30)
+
+
+@pytest.mark.parametrize("setup,reason", [
+    ("notifications_off", "notifications off"),
+    ("blocked", "blocked the bot"),
+    ("rest", "rest"),
+    ("checked_in", "already checked in"),
+])
+def test_skipped_reminders_send_nothing(runtime, engine, redis_conn, emu_client, alice,
+                                        setup, reason):
+    habit = _habit(engine, alice)
+    today = datetime.now(UTC).date()
+    with engine.begin() as conn:
+        if setup == "notifications_off":
+            conn.execute(update(User).values(notifications_enabled=False))
+        elif setup == "blocked":
+            conn.execute(update(User).values(is_blocked=True))
+        elif setup == "rest":
+            conn.execute(insert(RestPeriod).values(user_id=alice, starts_on=today,
+                                                   ends_on=today))
+        else:
+            conn.execute(insert(HabitCheckin).values(habit_id=habit, user_id=alice,
+                                                     local_date=today, status="done"))
+    _make_due(engine, habit, datetime.now(UTC) - timedelta(seconds=5))
+    jobs._tick(runtime)
+    _work(redis_conn)
+    assert [(d.status, d.error) for d in _deliveries(engine)] == [("skipped", reason)]
+    assert emu_client.messages(ALICE, sender="bot") == []
+
+
+def test_weekly_target_met_skips_the_reminder(runtime, engine, alice):
+    habit = _habit(engine, alice, frequency="times_per_week", times_per_week=1)
+    today = datetime.now(UTC).date()
+    with engine.begin() as conn:
+        conn.execute(insert(HabitCheckin).values(
+            habit_id=habit, user_id=alice, local_date=today - timedelta(days=today.weekday()),
+            status="done"))
+    _make_due(engine, habit, datetime.now(UTC) - timedelta(seconds=5))
+    jobs._tick(runtime)
+    if today.weekday() == 0:
+        assert _deliveries(engine)[0].error == "already checked in"
+    else:
+        assert _deliveries(engine)[0].error == "weekly target met"
+
+
+def test_after_an_outage_old_reminders_are_missed_not_spammed(runtime, engine, redis_conn,
+                                                             emu_client, alice):
+    fresh = _habit(engine, alice, "Fresh")
+    old = _habit(engine, alice, "Old", at=time(9))
+    now = datetime.now(UTC)
+    _make_due(engine, fresh, now - timedelta(minutes=50))
+    _make_due(engine, old, now - timedelta(minutes=70))
+    jobs._tick(runtime)
+    _work(redis_conn)
+    statuses = sorted(d.status for d in _deliveries(engine))
+    assert statuses == ["missed", "sent"]
+    assert len(emu_client.messages(ALICE, sender="bot")) == 1
+
+
+def test_two_ticks_at_once_claim_each_schedule_once(runtime, engine, alice):
+    habits = [_habit(engine, alice, f"h{n}") for n in range(3)]
+    for h in habits:
+        _make_due(engine, h, datetime.now(UTC) - timedelta(seconds=1))
+    results: list[reminders.ClaimResult] = []
+    threads = [threading.Thread(target=lambda: results.append(reminders.claim_due(engine)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(r.pending_ids) for r in results) == 3
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ReminderDelivery)).scalar() == 3
+
+
+def test_database_refuses_a_second_delivery_for_the_same_fire_time(engine, alice):
+    habit = _habit(engine, alice)
+    with engine.connect() as conn:
+        schedule_id = conn.execute(select(HabitSchedule.id)).scalar_one()
+    values = {"schedule_id": schedule_id, "habit_id": habit, "user_id": alice,
+              "fire_at": datetime(2026, 1, 1, tzinfo=UTC)}
+    from sqlalchemy.exc import IntegrityError
+
+    with engine.begin() as conn:
+        conn.execute(insert(ReminderDelivery).values(**values))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert(ReminderDelivery).values(**values))
+
+
+def test_worker_killed_mid_batch_is_resent_after_the_lease(runtime, engine, redis_conn,
+                                                          emu_client, alice):
+    habit = _habit(engine, alice)
+    _make_due(engine, habit, datetime.now(UTC) - timedelta(seconds=5))
+    result = reminders.claim_due(engine)
+    # A worker took the delivery and died before sending: its lease runs out.
+    assert reminders.start_delivery(engine, result.pending_ids[0]) is not None
+    later = datetime.now(UTC) + reminders.LEASE + timedelta(seconds=1)
+    again, missed = reminders.reap_expired(engine, now=later)
+    assert again == result.pending_ids and missed == 0
+    jobs.send_batch(again)
+    assert [d.status for d in _deliveries(engine)] == ["sent"]
+    assert len(emu_client.messages(ALICE, sender="bot")) == 1
+
+
+def test_blocked_user_fails_the_delivery_and_is_marked(runtime, engine, redis_conn,
+                                                       emu_client, alice):
+    habit = _habit(engine, alice)
+    emu_client.block(ALICE)
+    _make_due(engine, habit, datetime.now(UTC) - timedelta(seconds=5))
+    jobs._tick(runtime)
+    _work(redis_conn)
+    [(status, error, _)] = _deliveries(engine)
+    assert status == "failed" and error.startswith("403")
+    with engine.connect() as conn:
+        assert conn.execute(select(User.is_blocked)).scalar_one() is True
+
+
+def test_telegram_5xx_leaves_it_pending_for_the_reaper(runtime, engine, redis_conn,
+                                                       emu_client, alice, monkeypatch):
+    from habitbot.telegram import sender
+
+    monkeypatch.setattr(sender, "MAX_TRANSIENT_ATTEMPTS", 1)
+    habit = _habit(engine, alice)
+    emu_client.add_fault("5xx", methods=["sendMessage"], count=1)
+    _make_due(engine, habit, datetime.now(UTC) - timedelta(seconds=5))
+    jobs._tick(runtime)
+    _work(redis_conn)
+    assert _deliveries(engine)[0].status == "pending"
+    again, _ = reminders.reap_expired(engine, now=datetime.now(UTC) + timedelta(seconds=1))
+    jobs.send_batch(again)
+    assert _deliveries(engine)[0].status == "sent"
+
+
+def test_dst_gap_day_fires_exactly_once(runtime, engine, alice):
+    with engine.begin() as conn:
+        conn.execute(update(User).values(timezone="Europe/Berlin"))
+    habit = _habit(engine, alice, at=time(2, 30))
+    gap_fire = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)  # 02:30 does not exist: 03:30 CEST
+    _make_due(engine, habit, gap_fire)
+    result = reminders.claim_due(engine, now=gap_fire + timedelta(seconds=10))
+    assert len(result.pending_ids) == 1
+    with engine.connect() as conn:
+        next_fire = conn.execute(select(HabitSchedule.next_fire_at)).scalar_one()
+    assert next_fire == datetime(2026, 3, 30, 0, 30, tzinfo=UTC)  # 02:30 CEST next day
+    assert reminders.claim_due(engine, now=gap_fire + timedelta(minutes=5)).claimed == 0
+
+
+def test_user_changing_timezone_before_a_reminder_moves_it(runtime, engine, alice):
+    from habitbot.services.users import set_timezone
+
+    habit = _habit(engine, alice)
+    set_timezone(engine, ALICE, "Asia/Tokyo")
+    with engine.connect() as conn:
+        next_fire = conn.execute(select(HabitSchedule.next_fire_at).where(
+            HabitSchedule.habit_id == habit)).scalar_one()
+    assert next_fire.astimezone(ZoneInfo("Asia/Tokyo")).time() == \
+        time(8, 30)
+
