@@ -28,7 +28,7 @@ from datetime import date, timedelta
 from functools import cache
 
 import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PatchCollection
 from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
@@ -97,8 +97,8 @@ class _Style:
 
 
 def _mix(low: str, high: str, t: float) -> str:
-    a, b = to_rgb(low), to_rgb(high)
-    return to_hex(tuple(x + (y - x) * t for x, y in zip(a, b, strict=True)))
+    (r0, g0, b0), (r1, g1, b1) = to_rgb(low), to_rgb(high)
+    return to_hex((r0 + (r1 - r0) * t, g0 + (g1 - g0) * t, b0 + (b1 - b0) * t))
 
 
 def _style(state: DayState | None) -> _Style:
@@ -158,12 +158,11 @@ class _Canvas:
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
         self.figure = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, facecolor="white")
-        FigureCanvasAgg(self.figure)
+        self._renderer = FigureCanvasAgg(self.figure).get_renderer()
         self.ax = self.figure.add_axes((0.0, 0.0, 1.0, 1.0))
         self.ax.set_xlim(0, width)
         self.ax.set_ylim(height, 0)
         self.ax.set_axis_off()
-        self._measure = RendererAgg(width, height, _DPI)
         self._fonts: dict[tuple[float, bool], FontProperties] = {}
         self._cells: list[Patch] = []
         self._faces: list[str] = []
@@ -180,7 +179,7 @@ class _Canvas:
     def text_width(self, text: str, size: float, bold: bool = False) -> float:
         if not text:
             return 0.0
-        width, _, _ = self._measure.get_text_width_height_descent(
+        width, _, _ = self._renderer.get_text_width_height_descent(
             text, self.font(size, bold), ismath=False)
         return float(width)
 
@@ -205,14 +204,15 @@ class _Canvas:
                          va=va, parse_math=False, usetex=False)
 
     def cell(self, x: float, y: float, width: float, height: float, style: _Style) -> None:
-        inset = style.edge_px / 2
+        edge_px = min(style.edge_px, width / 6)
+        inset = edge_px / 2
         radius = max(0.0, min(2.0, width / 4, height / 4) - inset)
         self._cells.append(FancyBboxPatch(
             (x + inset, y + inset), width - 2 * inset, height - 2 * inset,
             boxstyle=f"round,pad=0,rounding_size={radius:g}"))
         self._faces.append(style.face)
         self._edges.append(style.edge or "none")
-        self._widths.append(style.edge_px * _PT)
+        self._widths.append(edge_px * _PT)
         if style.dot:
             radius = max(1.0, min(width, height) / 6)
             self._dots.append(Circle((x + width / 2, y + height / 2), radius))
@@ -374,12 +374,12 @@ def render_overview(rows: Sequence[tuple[str, Mapping[date, DayState]]], start: 
         marks: list[tuple[float, str]] = []
         for offset in range(count):
             day = start + timedelta(days=offset)
-            x = grid_x + offset * pitch
+            column_x = grid_x + offset * pitch
             if offset == 0 or day.day == 1:
-                marks.append((x, _month_text(labels, day, False)))
+                marks.append((column_x, _month_text(labels, day, False)))
             if every_day or day.weekday() == 0:
                 color = _WEEKEND if day.weekday() >= 5 else _MUTED
-                canvas.text(x + cell_w / 2, numbers_y, str(day.day), _SMALL_PT, color=color,
+                canvas.text(column_x + cell_w / 2, numbers_y, str(day.day), _SMALL_PT, color=color,
                             ha="center")
         for x, text in _month_labels(canvas, marks, width - 4):
             canvas.text(x, months_y, text, _LABEL_PT)

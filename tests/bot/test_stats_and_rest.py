@@ -73,3 +73,15 @@ def test_rest_mode_from_settings(chat_with, engine):
     chat.press("End the rest now")
     assert "🏖 Rest:" not in chat.message(menu["message_id"])["text"]
 
+
+
+def test_calendar_button_sends_a_heatmap_picture(chat_with, engine):
+    chat = _onboard(chat_with(6004, "Di", "ru"), engine)
+    chat.say("/new Чтение")
+    habit = _backdate(engine, "Чтение", 40)
+    _done(engine, 6004, habit, list(range(1, 40, 2)))
+    chat.say("/stats")
+    chat.press("🗓 Календарь: Чтение")
+    photo = chat.last()
+    assert photo["kind"] == "photo"
+    assert "🔥 Серия:" in photo["text"]

@@ -3,11 +3,16 @@ restart, stop. Real processes, real PostgreSQL and Redis, the Telegram emulator.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 import redis
 from alembic import command
+from sqlalchemy import update
 
 from habitbot.db import make_engine
+from habitbot.models import User
+from habitbot.services.habits import HabitDraft, create_habit
 from habitbot.services.schema import alembic_config_for, run_deploy_gate
 from tests.conftest import ALERT_CHAT, make_env
 from tests.e2e.stack import Stack, wait_until
@@ -91,4 +96,20 @@ def test_stack_starts_serves_survives_drift_and_restarts(stack, emu_client, scra
     for name in ("bot", "scheduler"):
         assert "Startup complete" in stack.log("bot") or name != "bot"
     assert "Scheduler started" in stack.log("scheduler")
+
+    # A reminder for the next minute arrives within that minute (scheduler → worker → bot API).
+    engine = make_engine(scratch_database, "cli")
+    with engine.begin() as conn:
+        user_id = conn.execute(update(User).where(User.telegram_id == USER).values(
+            timezone="UTC").returning(User.id)).scalar_one()
+    at = (datetime.now(UTC) + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    if (at - datetime.now(UTC)).total_seconds() < 3:
+        at += timedelta(minutes=1)
+    create_habit(engine, user_id, HabitDraft("Stretch", reminder_times=[at.time()]))
+    engine.dispose()
+    reminder = emu_client.wait_for_message(
+        USER, lambda m: m["text"].startswith("⏰"), timeout=max(
+            10.0, (at - datetime.now(UTC)).total_seconds() + 60))
+    assert reminder["text"] == f"⏰ {at.strftime('%H:%M')} · Stretch"
+    assert reminder["sent_at"] - at.timestamp() < 60
     assert "BOT_TOKEN" not in stack.log("bot") and "TEST-TOKEN" not in stack.log("bot")

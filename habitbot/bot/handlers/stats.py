@@ -8,6 +8,7 @@ from telebot import types
 
 from habitbot.bot.context import Context, StaleButton, escape
 from habitbot.bot.handlers.today import today_for
+from habitbot.bot.heatmap_labels import render
 from habitbot.bot.registry import registry
 from habitbot.services import progress
 from habitbot.services.stats import HabitStats, user_stats
@@ -68,8 +69,6 @@ def heatmap(ctx: Context, habit_id: str) -> None:
     item = items[0]
     start = max(item.spec.start, today - timedelta(days=364))
     days = progress.calendar(item.spec, item.checkins, item.rest, today, start, today)
-    from habitbot.bot.heatmap_labels import render
-
     png = render(ctx, days, start, today, item.habit.name)
     ctx.bot.send_photo(ctx.chat_id, ("calendar.png", png), caption=habit_block(ctx, item),
                        parse_mode="HTML")
