@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from habitbot.config import ConfigError, load_settings
@@ -127,6 +128,92 @@ def cmd_fsm_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis():
+    from habitbot.redis_client import make_redis
+
+    url = os.environ.get("REDIS_URL", "").strip()
+    if not url:
+        raise ConfigError("REDIS_URL is not set: expected a redis:// URL")
+    return make_redis(url)
+
+
+def cmd_reminders_run_once(args: argparse.Namespace) -> int:
+    from habitbot.runtime import build_runtime
+    from workers.reminders import _tick
+
+    runtime = build_runtime("cli", "cli", configure_logging=False)
+    try:
+        handled = _tick(runtime)
+    finally:
+        runtime.close()
+    print(f"OK: reminder tick done, {handled} schedules claimed or re-dispatched "
+          "(sends are queued for the workers)")
+    return 0
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from workers import admin
+
+    conn = _redis()
+    try:
+        print(f"{'queue':<12}{'queued':>8}{'running':>9}{'failed':>8}")
+        for c in admin.counts(conn):
+            print(f"{c.name:<12}{c.queued:>8}{c.started:>9}{c.failed:>8}")
+        print("\nperiodic jobs (id, next run UTC, interval s):")
+        for job_id, when, interval in admin.periodic(conn):
+            print(f"  {job_id:<28} {when:%Y-%m-%d %H:%M:%S}  {interval}")
+    finally:
+        conn.close()
+    return 0
+
+
+def cmd_jobs_failed(args: argparse.Namespace) -> int:
+    from workers import admin
+
+    conn = _redis()
+    try:
+        jobs = admin.failed(conn)
+    finally:
+        conn.close()
+    if not jobs:
+        print("no failed jobs")
+    for job in jobs:
+        ended = f"{job.ended_at:%Y-%m-%d %H:%M:%S}" if job.ended_at else "-"
+        print(f"{job.id}  {job.queue}  {job.func}  {ended}  {job.error}")
+    return 0
+
+
+def cmd_jobs_requeue(args: argparse.Namespace) -> int:
+    from workers import admin
+
+    if not args.all and not args.job_id:
+        return _fail("give a job id or --all")
+    conn = _redis()
+    try:
+        done = admin.requeue(conn, None if args.all else args.job_id)
+    finally:
+        conn.close()
+    if not done:
+        return _fail(f"no failed job {args.job_id!r}" if args.job_id else "no failed jobs")
+    print(f"OK: requeued {len(done)} job(s): {', '.join(done)}")
+    return 0
+
+
+def cmd_jobs_remove(args: argparse.Namespace) -> int:
+    from workers import admin
+
+    conn = _redis()
+    try:
+        removed = admin.remove(conn, args.job_id)
+    finally:
+        conn.close()
+    if not removed:
+        return _fail(f"no job {args.job_id!r}")
+    print(f"OK: removed {args.job_id} (a periodic job is re-created when the scheduler "
+          "restarts: supervisorctl restart habitbot:scheduler)")
+    return 0
+
+
 def cmd_sandbox_telegram(args: argparse.Namespace) -> int:
     from habitbot.sandbox.telegram_emulator import main as emulator_main
 
@@ -161,6 +248,25 @@ def build_parser() -> argparse.ArgumentParser:
     fsm_reset.add_argument("telegram_id", type=_telegram_id)
     fsm_reset.set_defaults(func=cmd_fsm_reset)
 
+    rem = sub.add_parser("reminders", help="reminder delivery")
+    rem_sub = rem.add_subparsers(dest="reminders_command", required=True, metavar="ACTION")
+    run_once = rem_sub.add_parser("run-once", help="run a reminder tick now")
+    run_once.set_defaults(func=cmd_reminders_run_once)
+
+    jobs = sub.add_parser("jobs", help="queues and background jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    jobs_sub.add_parser("list", help="queue lengths and periodic jobs").set_defaults(
+        func=cmd_jobs_list)
+    jobs_sub.add_parser("failed", help="failed jobs with their last error").set_defaults(
+        func=cmd_jobs_failed)
+    requeue = jobs_sub.add_parser("requeue", help="run failed jobs again")
+    requeue.add_argument("job_id", nargs="?")
+    requeue.add_argument("--all", action="store_true")
+    requeue.set_defaults(func=cmd_jobs_requeue)
+    remove = jobs_sub.add_parser("remove", help="remove a (stuck) job")
+    remove.add_argument("job_id")
+    remove.set_defaults(func=cmd_jobs_remove)
+
     sandbox = sub.add_parser("sandbox", help="local emulators")
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True,
                                          metavar="WHAT")
@@ -181,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"configuration error: {exc}", code=2)
     except SQLAlchemyError as exc:
         return _fail(f"database error: {type(exc).__name__}")
+    except RedisError as exc:
+        return _fail(f"redis unreachable ({type(exc).__name__}): check REDIS_URL")
     except KeyboardInterrupt:
         return 130
 

@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete
 
-from habitbot.models import AdminAlert, JobExecutionLog
+from habitbot.models import AdminAlert, JobExecutionLog, ReminderDelivery
 from habitbot.runtime import Runtime
 from workers.periodic import run_periodic
 
 JOB_LOG_RETENTION = timedelta(days=30)
 ALERT_RETENTION = timedelta(days=180)
+DELIVERY_RETENTION = timedelta(days=90)
 
 
 def _cleanup(runtime: Runtime) -> int:
@@ -21,7 +22,9 @@ def _cleanup(runtime: Runtime) -> int:
             JobExecutionLog.started_at < now - JOB_LOG_RETENTION)).rowcount
         alerts = conn.execute(delete(AdminAlert).where(
             AdminAlert.created_at < now - ALERT_RETENTION)).rowcount
-    return int(jobs or 0) + int(alerts or 0)
+        deliveries = conn.execute(delete(ReminderDelivery).where(
+            ReminderDelivery.created_at < now - DELIVERY_RETENTION)).rowcount
+    return int(jobs or 0) + int(alerts or 0) + int(deliveries or 0)
 
 
 def cleanup() -> int:

@@ -50,3 +50,29 @@ def test_missing_configuration_is_one_line():
     assert result.returncode == 2
     assert result.stderr.strip() == ("FAIL: configuration error: DATABASE_URL is not set: "
                                      "expected a postgresql:// URL")
+
+
+def test_jobs_commands_list_fail_requeue_and_remove(redis_conn, redis_url):
+    from rq import Queue, SimpleWorker
+
+    queue = Queue("default", connection=redis_conn)
+    job = queue.enqueue("builtins.int", "not a number")
+    SimpleWorker([queue], connection=redis_conn).work(burst=True)
+    listed = _run("jobs", "list", REDIS_URL=redis_url)
+    assert listed.returncode == 0 and "default" in listed.stdout
+    failed = _run("jobs", "failed", REDIS_URL=redis_url)
+    assert job.id in failed.stdout and "ValueError" in failed.stdout
+    assert _run("jobs", "requeue", "nope", REDIS_URL=redis_url).returncode == 1
+    requeued = _run("jobs", "requeue", "--all", REDIS_URL=redis_url)
+    assert requeued.returncode == 0 and job.id in requeued.stdout
+    assert queue.count == 1
+    assert _run("jobs", "remove", job.id, REDIS_URL=redis_url).returncode == 0
+    assert _run("jobs", "remove", job.id, REDIS_URL=redis_url).returncode == 1
+
+
+def test_reminders_run_once_with_nothing_due(settings, database_url, redis_url, emulator):
+    from tests.conftest import make_env
+
+    result = _run("reminders", "run-once", **make_env(database_url, redis_url, emulator.url))
+    assert result.returncode == 0, result.stderr
+    assert "reminder tick done, 0 schedules" in result.stdout
