@@ -222,7 +222,7 @@ def _is_premium(conn: Session, user_id: int, now: datetime) -> bool:
                 or (row.trial_ends_at and row.trial_ends_at > now))
 
 
-def _check_limits(conn: Session, user_id: int, draft: HabitDraft, now: datetime,
+def check_limits(conn: Session, user_id: int, draft: HabitDraft, now: datetime,
                   adding: bool) -> None:
     if _is_premium(conn, user_id, now):
         return
@@ -242,7 +242,7 @@ def create_habit(engine: Engine, user_id: int, draft: HabitDraft,
     with Session(engine, expire_on_commit=False) as conn, conn.begin():
         # Serialise creations of one user so two quick /new cannot pass the limit together.
         conn.execute(select(User.id).where(User.id == user_id).with_for_update())
-        _check_limits(conn, user_id, draft, now, adding=True)
+        check_limits(conn, user_id, draft, now, adding=True)
         position = conn.execute(select(func.coalesce(func.max(Habit.position), 0) + 1)
                                 .where(Habit.user_id == user_id)).scalar_one()
         habit = conn.execute(insert(Habit).values(
@@ -272,7 +272,7 @@ def set_schedule(engine: Engine, user_id: int, habit_id: int, frequency: str, we
         draft = validate(HabitDraft(habit.name, habit.kind, habit.target_value,
                                     habit.target_unit, habit.target_direction, frequency,
                                     weekdays, times_per_week, reminder_times))
-        _check_limits(conn, user_id, draft, now, adding=False)
+        check_limits(conn, user_id, draft, now, adding=False)
         habit = conn.execute(update(Habit).where(Habit.id == habit.id).values(
             frequency=draft.frequency, weekdays=draft.weekdays,
             times_per_week=draft.times_per_week).returning(Habit)).scalars().one()
@@ -304,7 +304,7 @@ def _set_state(engine: Engine, user_id: int, habit_id: int, now: datetime | None
                 habit.archived_at is not None:
             # Restoring counts against the free limit like creating.
             draft = HabitDraft(habit.name)
-            _check_limits(conn, user_id, draft, now, adding=True)
+            check_limits(conn, user_id, draft, now, adding=True)
         habit = conn.execute(update(Habit).where(Habit.id == habit.id).values(**values)
                              .returning(Habit)).scalars().one()
         zone = _user_zone(conn, user_id)

@@ -9,6 +9,10 @@ empty) are not rows at all. Habits are matched to the user's existing ones by na
 (case-insensitive) and existing check-ins are never overwritten, so importing the same file
 twice changes nothing the second time.
 
+Our JSON also carries what the statistics are computed from besides the check-ins (when a
+habit was created, archived and paused, and the rest periods), so a re-import into a fresh
+account gives the same numbers; the CSV is for reading.
+
 Loop stores the values of numerical habits in thousandths and exports them that way ("2500"
 is 2.5); a value written with a decimal point is taken as it is.
 
@@ -38,7 +42,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from habitbot.models import Habit, HabitCheckin, HabitSchedule, User
+from habitbot.models import Habit, HabitCheckin, HabitSchedule, RestPeriod, User
 from habitbot.models.habits import ALL_WEEKDAYS
 from habitbot.services import schedules
 from habitbot.services.habits import (
@@ -46,7 +50,7 @@ from habitbot.services.habits import (
     UNIT_MAX,
     HabitDraft,
     HabitError,
-    _check_limits,
+    check_limits,
     clean_unit,
     parse_amount,
     validate,
@@ -107,7 +111,10 @@ class HabitRecord:
     archived: bool
     paused: bool
     created_at: datetime
+    archived_at: datetime | None
+    paused_at: datetime | None
     checkins: tuple[CheckinRecord, ...]
+    rest_periods: tuple[tuple[date, date], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,7 @@ class ExportData:
     exported_at: datetime
     timezone: str
     habits: tuple[HabitRecord, ...]
+    rest_periods: tuple[tuple[date, date], ...] = ()  # those of all habits
 
 
 def export_user(engine: Engine, user_id: int, now: datetime | None = None) -> ExportData:
@@ -138,13 +146,20 @@ def export_user(engine: Engine, user_id: int, now: datetime | None = None) -> Ex
                     .order_by(HabitCheckin.local_date)):
                 checkins[row.habit_id].append(CheckinRecord(row.local_date, row.status,
                                                             row.value))
+        rests: dict[int | None, list[tuple[date, date]]] = {None: [], **{h: [] for h in ids}}
+        for rest in conn.execute(select(RestPeriod.habit_id, RestPeriod.starts_on,
+                                        RestPeriod.ends_on)
+                                 .where(RestPeriod.user_id == user_id)
+                                 .order_by(RestPeriod.starts_on, RestPeriod.ends_on)):
+            rests[rest.habit_id].append((rest.starts_on, rest.ends_on))
     records = tuple(
         HabitRecord(h.name, h.kind, h.target_value, h.target_unit, h.target_direction,
                     h.frequency, h.weekdays, h.times_per_week, tuple(times[h.id]),
                     h.archived_at is not None, h.archived_at is None and not h.is_active,
-                    h.created_at, tuple(checkins[h.id]))
+                    h.created_at, h.archived_at, h.paused_at, tuple(checkins[h.id]),
+                    tuple(rests[h.id]))
         for h in habits)
-    return ExportData(now, zone, records)
+    return ExportData(now, zone, records, tuple(rests[None]))
 
 
 def _number(value: Decimal | None) -> str:
@@ -177,12 +192,22 @@ def to_csv(data: ExportData) -> bytes:
     return out.getvalue().encode("utf-8-sig")
 
 
+def _instant(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def _ranges(periods: Iterable[tuple[date, date]]) -> list[dict[str, str]]:
+    return [{"starts_on": start.isoformat(), "ends_on": end.isoformat()}
+            for start, end in periods]
+
+
 def to_json(data: ExportData) -> bytes:
     doc = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "exported_at": data.exported_at.isoformat(),
         "timezone": data.timezone,
+        "rest_periods": _ranges(data.rest_periods),
         "habits": [{
             "name": h.name,
             "kind": h.kind,
@@ -195,7 +220,10 @@ def to_json(data: ExportData) -> bytes:
             "reminder_times": [t.strftime("%H:%M") for t in h.reminder_times],
             "archived": h.archived,
             "paused": h.paused,
-            "created_at": h.created_at.isoformat(),
+            "created_at": _instant(h.created_at),
+            "archived_at": _instant(h.archived_at),
+            "paused_at": _instant(h.paused_at),
+            "rest_periods": _ranges(h.rest_periods),
             "checkins": [{"date": c.day.isoformat(), "status": c.status,
                           "value": None if c.value is None else _number(c.value)}
                          for c in h.checkins],
@@ -221,7 +249,16 @@ class _Incoming:
     archived: bool = False
     paused: bool = False
     created_at: datetime | None = None
+    archived_at: datetime | None = None
+    paused_at: datetime | None = None
     checkins: dict[date, tuple[str, Decimal | None]] = field(default_factory=dict)
+    rest_periods: list[tuple[date, date]] = field(default_factory=list)
+
+
+@dataclass
+class _File:
+    habits: list[_Incoming]
+    rest_periods: list[tuple[date, date]] = field(default_factory=list)
 
 
 @dataclass
@@ -370,7 +407,7 @@ def _reminders(raw: object) -> list[time]:
     return times
 
 
-def _created_at(raw: object) -> datetime | None:
+def _moment(raw: object) -> datetime | None:
     try:
         moment = datetime.fromisoformat(raw) if isinstance(raw, str) else None
     except ValueError:
@@ -393,7 +430,19 @@ def _json_checkins(habit: _Incoming, raw: object, report: _Report) -> None:
         _add_checkin(habit, item.get("date"), item["status"], value, report)
 
 
-def _parse_json(text: str, report: _Report) -> list[_Incoming]:
+def _json_ranges(raw: object, report: _Report) -> list[tuple[date, date]]:
+    ranges = []
+    for item in raw if isinstance(raw, list) else []:
+        start, end = (_parse_day(item.get(k)) if isinstance(item, dict) else None
+                      for k in ("starts_on", "ends_on"))
+        if start is None or end is None or end < start:
+            report.ignore("bad_dates")
+        else:
+            ranges.append((start, end))
+    return ranges
+
+
+def _parse_json(text: str, report: _Report) -> _File:
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError):
@@ -419,10 +468,12 @@ def _parse_json(text: str, report: _Report) -> list[_Incoming]:
             report.ignore("invalid_habits", len(checkins) if isinstance(checkins, list) else 0)
             continue
         habit = _Incoming(draft, raw.get("archived") is True, raw.get("paused") is True,
-                          _created_at(raw.get("created_at")))
+                          _moment(raw.get("created_at")), _moment(raw.get("archived_at")),
+                          _moment(raw.get("paused_at")),
+                          rest_periods=_json_ranges(raw.get("rest_periods"), report))
         _json_checkins(habit, raw.get("checkins") or [], report)
         habits.append(habit)
-    return habits
+    return _File(habits, _json_ranges(doc.get("rest_periods"), report))
 
 
 def _uncell(text: str) -> str:
@@ -666,15 +717,15 @@ def _parse_csv(filename: str, text: str, report: _Report) -> list[_Incoming]:
     raise TransferError("unknown_columns")
 
 
-def _parse(filename: str, data: bytes, report: _Report) -> list[_Incoming]:
+def _parse(filename: str, data: bytes, report: _Report) -> _File:
     if not data.strip():
         raise TransferError("empty")
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return _parse_loop(_unzip(data), report)
+        return _File(_parse_loop(_unzip(data), report))
     text = _decode(data)
     if text.lstrip().startswith(("{", "[")):
         return _parse_json(text, report)
-    return _parse_csv(filename, text, report)
+    return _File(_parse_csv(filename, text, report))
 
 
 # -- import: writing -----------------------------------------------------------------------
@@ -719,7 +770,7 @@ def _create(conn: Session, user_id: int, habit: _Incoming, position: int, zone: 
             now: datetime, report: _Report) -> _Target:
     draft = habit.draft
     try:
-        _check_limits(conn, user_id, HabitDraft(draft.name, reminder_times=draft.reminder_times),
+        check_limits(conn, user_id, HabitDraft(draft.name, reminder_times=draft.reminder_times),
                       now, adding=False)
     except HabitError:
         draft.reminder_times = draft.reminder_times[:1]
@@ -727,18 +778,21 @@ def _create(conn: Session, user_id: int, habit: _Incoming, position: int, zone: 
     archived = habit.archived
     if not archived:
         try:
-            _check_limits(conn, user_id, HabitDraft(draft.name), now, adding=True)
+            check_limits(conn, user_id, HabitDraft(draft.name), now, adding=True)
         except HabitError:
             archived = True
             report.warn("archived_over_free_limit")
     active = not (archived or habit.paused)
     created_at = habit.created_at or (_start_of(min(habit.checkins), zone) if habit.checkins
                                       else now)
+    archived_at = habit.archived_at if habit.archived and habit.archived_at else now
+    paused_at = (habit.paused_at or now) if habit.paused or habit.archived else None
     row = conn.execute(insert(Habit).values(
         user_id=user_id, name=draft.name, kind=draft.kind, target_value=draft.target_value,
         target_unit=draft.target_unit, target_direction=draft.target_direction,
         frequency=draft.frequency, weekdays=draft.weekdays, times_per_week=draft.times_per_week,
-        is_active=active, archived_at=now if archived else None, position=position,
+        is_active=active, archived_at=min(archived_at, now) if archived else None,
+        paused_at=min(paused_at, now) if paused_at else None, position=position,
         created_at=min(created_at, now),
     ).returning(Habit.id, Habit.kind, Habit.target_value, Habit.created_at)).one()
     for local_time in draft.reminder_times:
@@ -767,8 +821,18 @@ def _checkin_row(user_id: int, target: _Target, day: date, status: str,
                 source="import")
 
 
-def _write(conn: Session, user_id: int, zone: str, habits: list[_Incoming], now: datetime,
-           report: _Report) -> ImportSummary:
+def _insert_rests(conn: Session, user_id: int,
+                  periods: set[tuple[int | None, date, date]]) -> None:
+    have = {(r.habit_id, r.starts_on, r.ends_on) for r in conn.execute(
+        select(RestPeriod.habit_id, RestPeriod.starts_on, RestPeriod.ends_on)
+        .where(RestPeriod.user_id == user_id))}
+    for habit_id, starts_on, ends_on in sorted(periods - have, key=lambda p: (p[0] or 0, p[1:])):
+        conn.execute(insert(RestPeriod).values(user_id=user_id, habit_id=habit_id,
+                                               starts_on=starts_on, ends_on=ends_on))
+
+
+def _write(conn: Session, user_id: int, zone: str, habits: list[_Incoming],
+           rests: list[tuple[date, date]], now: datetime, report: _Report) -> ImportSummary:
     existing: dict[str, _Target] = {}
     for h in conn.execute(select(Habit).where(Habit.user_id == user_id)
                           .order_by(Habit.position, Habit.id)).scalars():
@@ -779,6 +843,7 @@ def _write(conn: Session, user_id: int, zone: str, habits: list[_Incoming], now:
                             .where(Habit.user_id == user_id)).scalar_one()
     created, matched = 0, set()
     rows: dict[tuple[int, date], dict[str, object]] = {}
+    periods: set[tuple[int | None, date, date]] = {(None, *r) for r in rests}
     repeated = 0
     for habit in habits:
         key = habit.draft.name.casefold()
@@ -792,12 +857,14 @@ def _write(conn: Session, user_id: int, zone: str, habits: list[_Incoming], now:
         else:
             report.warn("duplicate_names_merged")
         target = existing[key]
+        periods.update((target.id, *r) for r in habit.rest_periods)
         for day, (status, value) in habit.checkins.items():
             if (target.id, day) in rows:
                 repeated += 1
             else:
                 rows[(target.id, day)] = _checkin_row(user_id, target, day, status, value)
     imported = _insert_checkins(conn, list(rows.values()))
+    _insert_rests(conn, user_id, periods)
     return ImportSummary(created, len(matched), imported, len(rows) - imported + repeated,
                          report.rows_ignored, list(report.warnings))
 
@@ -822,12 +889,12 @@ def import_file(engine: Engine, user_id: int, filename: str, data: bytes,
         raise TransferError("too_large")
     now = now or datetime.now(UTC)
     report = _Report()
-    habits = _parse(filename, data, report)
+    parsed = _parse(filename, data, report)
     with Session(engine, expire_on_commit=False) as conn, conn.begin():
         # Serialise with habit creation so the free limit holds across both.
         user = conn.execute(select(User.timezone, User.day_start_hour)
                             .where(User.id == user_id).with_for_update()).one()
         local_now = now.astimezone(ZoneInfo(user.timezone))
         today = (local_now - timedelta(hours=user.day_start_hour)).date()
-        habits = _screen(habits, today, report)
-        return _write(conn, user_id, user.timezone, habits, now, report)
+        habits = _screen(parsed.habits, today, report)
+        return _write(conn, user_id, user.timezone, habits, parsed.rest_periods, now, report)

@@ -76,6 +76,23 @@ class BotApiClient:
         return self._session().post(self._base + method, data=_encode(params or {}),
                                     files=files, timeout=timeout)
 
+    def download_file(self, file_path: str, max_bytes: int) -> bytes:
+        """A file from getFile's file_path, refused past `max_bytes` (streamed, never whole)."""
+        if ".." in file_path or file_path.startswith("/"):
+            raise ValueError("bad file path")
+        url = self._base.replace("/bot", "/file/bot", 1) + file_path
+        timeout = (self._connect_timeout, self._read_timeout)
+        with self._session().get(url, stream=True, timeout=timeout) as response:
+            if response.status_code != 200:
+                raise TelegramError("getFile", response.status_code, "file download failed")
+            chunks, size = [], 0
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ValueError("file too large")
+                chunks.append(chunk)
+        return b"".join(chunks)
+
     @staticmethod
     def parse_response(method: str, response: requests.Response) -> Any:
         try:

@@ -155,3 +155,41 @@ def test_check_in_from_the_reminder_edits_it_in_place(chat_with, engine, runtime
         "callback_data"])["text"] == "Already checked in."
     with engine.connect() as conn:
         assert conn.execute(select(HabitCheckin.source)).scalar_one() == "reminder"
+
+
+def test_export_then_import_into_a_fresh_account_gives_the_same_stats(chat_with, engine,
+                                                                       emu_client, emulator):
+    import base64
+
+    import requests
+
+    from tests.conftest import TEST_TOKEN
+
+    first = _onboard(chat_with(5020, "Kim", "en"), engine)
+    first.say("/new Read 20 pages")
+    first.say("/new Stretch")
+    card = first.say("/today")
+    first.press("✅ Stretch", message_id=card["message_id"])
+    before = first.say("/stats")["text"]
+    answers = first.answers_to("/export")
+    docs = [m for m in answers if m["kind"] == "document"]
+    assert [d["document"]["file_name"].rsplit(".", 1)[1] for d in docs] == ["csv", "json"]
+    info = requests.post(f"{emulator.url}/bot{TEST_TOKEN}/getFile",
+                         json={"file_id": docs[1]["document"]["file_id"]}, timeout=5).json()
+    content = requests.get(f"{emulator.url}/file/bot{TEST_TOKEN}/{info['result']['file_path']}",
+                           timeout=5).content
+    second = _onboard(chat_with(5021, "Kim2", "en"), engine)
+    reply = second.say(None, document={"file_name": "habitbot.json",
+                                       "content_base64": base64.b64encode(content).decode()})
+    assert "Import done." in reply["text"] and "2 habits created" in reply["text"]
+    assert second.say("/stats")["text"] == before
+
+
+def test_import_refuses_garbage_clearly(chat_with, engine):
+    import base64
+
+    chat = _onboard(chat_with(5022, "Lu", "en"), engine)
+    garbage = base64.b64encode(bytes(range(256)) * 10).decode()
+    reply = chat.say(None, document={"file_name": "x.csv", "content_base64": garbage})
+    assert "I cannot read this file" in reply["text"]
+    assert _habits(engine) == []

@@ -15,9 +15,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from habitbot.models import Habit, HabitCheckin, HabitSchedule, User
+from habitbot.models import Habit, HabitCheckin, HabitSchedule, RestPeriod, User
 from habitbot.services import habits as svc
-from habitbot.services import transfer
+from habitbot.services import stats, transfer
 from habitbot.services.habits import HabitDraft
 from habitbot.services.transfer import (
     ImportSummary,
@@ -170,11 +170,21 @@ def _rich_history(engine, user_id: int) -> None:
         svc.check_in(engine, user_id, smoke, day, value=Decimal(offset % 4))
         svc.check_in(engine, user_id, old, day)
     svc.check_in(engine, user_id, gym, date(2026, 3, 2))
-    svc.archive_habit(engine, user_id, old, now=NOW)
-    svc.pause_habit(engine, user_id, gym, now=NOW)
+    svc.pause_habit(engine, user_id, old, now=NOW - timedelta(days=12))
+    svc.archive_habit(engine, user_id, old, now=NOW - timedelta(days=5))
+    svc.pause_habit(engine, user_id, gym, now=NOW - timedelta(days=3))
+    stats.start_rest(engine, user_id, date(2026, 3, 4), date(2026, 3, 5))
     with engine.begin() as conn:
         conn.execute(update(Habit).where(Habit.user_id == user_id)
                      .values(created_at=datetime(2026, 2, 1, 9, 15, tzinfo=UTC)))
+        conn.execute(insert(RestPeriod).values(user_id=user_id, habit_id=water,
+                                               starts_on=date(2026, 3, 7),
+                                               ends_on=date(2026, 3, 9)))
+
+
+def _statistics(engine, user_id: int) -> list[tuple]:
+    return [(s.habit.name, s.spec, s.checkins, s.rest, s.summary)
+            for s in stats.user_stats(engine, user_id, date(2026, 3, 27), include_archived=True)]
 
 
 def test_json_export_imported_into_a_fresh_user_reproduces_every_habit_and_check_in(
@@ -188,6 +198,8 @@ def test_json_export_imported_into_a_fresh_user_reproduces_every_habit_and_check
     assert summary == ImportSummary(6, 0, 41, 0, 0, [])
     copy = export_user(engine, fresh, now=NOW)
     assert copy.habits == original.habits
+    assert copy.rest_periods == original.rest_periods == ((date(2026, 3, 4), date(2026, 3, 5)),)
+    assert _statistics(engine, fresh) == _statistics(engine, patricia)
     assert [h.name for h in copy.habits] == ["Читать 📚", "Water", "Smoke", "Gym", "Old",
                                              "Untouched"]
     assert [(h.archived, h.paused) for h in copy.habits][3:5] == [(False, True), (True, False)]

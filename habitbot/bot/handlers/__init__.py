@@ -9,4 +9,5 @@ from habitbot.bot.handlers import (  # noqa: F401
     stats,
     timezone,
     today,
+    transfer,
 )

@@ -5,17 +5,17 @@ from __future__ import annotations
 from telebot import types
 
 from habitbot.bot.context import Context, escape
-from habitbot.bot.handlers import onboarding, today
+from habitbot.bot.handlers import onboarding, today, transfer
 from habitbot.bot.registry import registry
 from habitbot.i18n import N_
 
 COMMANDS = ("start", "help", "new", "habits", "today", "stats", "settings", "premium",
-            "balance", "cancel")
+            "balance", "export", "cancel")
 DESCRIPTIONS = {
     "start": N_("Start"), "help": N_("Help"), "new": N_("New habit"),
     "habits": N_("My habits"), "today": N_("Today"), "stats": N_("Statistics"),
     "settings": N_("Settings"), "premium": N_("Premium"), "balance": N_("Balance"),
-    "cancel": N_("Cancel"),
+    "export": N_("Export and import"), "cancel": N_("Cancel"),
 }
 
 
@@ -27,7 +27,8 @@ def help_text(ctx: Context) -> str:
     return ctx._(
         "Commands:\n/new — a new habit\n/habits — your habits\n/today — today's check-ins\n"
         "/stats — statistics\n/settings — language, timezone, notifications\n"
-        "/premium — premium\n/balance — balance\n/cancel — cancel the current action")
+        "/premium — premium\n/balance — balance\n/export — export your data (send a file "
+        "back to import)\n/cancel — cancel the current action")
 
 
 @registry.command("start")
@@ -63,6 +64,9 @@ def unknown_command(ctx: Context, message: types.Message) -> None:
 
 @registry.command("_text")
 def free_text(ctx: Context, message: types.Message) -> None:
+    if message.document is not None:
+        transfer.receive_document(ctx, message)
+        return
     if today.text_checkin(ctx, message):
         return
     ctx.reply(ctx._("I did not understand that. Send /help to see what I can do."))
