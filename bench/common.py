@@ -6,6 +6,11 @@
 - `Emulator` runs the Telegram emulator as a separate process on a free port.
 - `find_redis()` picks the Redis a benchmark may use and clean.
 - `stop_process()` ends a child process: SIGTERM, then SIGKILL after a grace period.
+- `own_redis()` a Redis database of the benchmark's own, flushed before and after.
+- `BenchDatabase` a throwaway PostgreSQL database on the private test cluster, at head.
+- `HardStop` ends a run on Ctrl-C, SIGTERM or an overall timeout, and lets cleanup finish.
+- `SqlClock` times the statements of an engine by kind (claim, lookups, insert, update).
+- `CpuMeter` CPU seconds of the machine and of given processes between two readings.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 BENCH_REDIS_PORT = 56380
 BENCH_REDIS_DB = 4
+BENCH_PG_PORT = 55432
 
 
 class BenchError(RuntimeError):
@@ -243,3 +251,241 @@ def find_redis(db: int = BENCH_REDIS_DB) -> RedisTarget:
     finally:
         conn.close()
     return target
+
+
+def own_redis(db: int) -> RedisTarget:
+    """Database `db` of BENCH_REDIS_URL's server, else of the private test Redis on
+    127.0.0.1:56380 (started when absent). REDIS_URL is never used: the caller flushes the
+    whole database."""
+    bench_url = os.environ.get("BENCH_REDIS_URL")
+    if bench_url:
+        base = bench_url.split("?", 1)[0]
+        scheme, sep, rest = base.partition("://")
+        host = rest.split("/", 1)[0]
+        url = f"{scheme}{sep}{host}/{db}"
+    else:
+        from habitbot.sandbox.services import RedisServer, ServiceError
+
+        try:
+            RedisServer("test", BENCH_REDIS_PORT, persistent=False).start()
+        except ServiceError as exc:
+            raise BenchError(str(exc)) from exc
+        url = f"redis://127.0.0.1:{BENCH_REDIS_PORT}/{db}"
+    target = RedisTarget(url, flushable=True)
+    conn = target.connect()
+    try:
+        conn.ping()
+    except Exception as exc:
+        raise BenchError(f"Redis at {url} does not answer: {exc}") from exc
+    finally:
+        conn.close()
+    return target
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+@dataclass
+class BenchDatabase:
+    """A throwaway database on the private test cluster (127.0.0.1:55432, started when
+    absent), migrated to head by the deploy gate. A leftover of an interrupted run under the
+    same name is dropped first."""
+
+    name: str
+    migrate: bool = True
+    url: str = ""
+    _admin_url: str = field(default="", repr=False)
+
+    def create(self) -> BenchDatabase:
+        from habitbot.db import make_engine
+        from habitbot.sandbox.services import PostgresCluster, ServiceError
+        from habitbot.services.schema import GateError, run_deploy_gate
+
+        cluster = PostgresCluster("test", BENCH_PG_PORT)
+        try:
+            cluster.start()
+        except ServiceError as exc:
+            raise BenchError(str(exc)) from exc
+        self._admin_url = cluster.admin_url
+        self.url = cluster.url(self.name)
+        self.drop()
+        cluster.create_database(self.name)
+        if self.migrate:
+            engine = make_engine(self.url, "cli")
+            try:
+                run_deploy_gate(engine)
+            except GateError as exc:
+                raise BenchError(f"deploy gate on {self.name}: {exc}") from exc
+            finally:
+                engine.dispose()
+        return self
+
+    def drop(self) -> None:
+        import psycopg2
+
+        if not self._admin_url:
+            return
+        conn = psycopg2.connect(self._admin_url, connect_timeout=5)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        finally:
+            conn.close()
+
+
+# ---------------------------------------------------------------- interruption
+
+class Interrupted(Exception):
+    """Ctrl-C, SIGTERM or the overall timeout (SIGALRM) ended the run."""
+
+
+class HardStop:
+    """SIGINT, SIGTERM and SIGALRM (after `seconds`) raise `Interrupted` once in the main
+    thread; `shield()` ignores further ones so the cleanup runs to its end."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._stopping = False
+
+    def _raise(self, signum: int, frame: Any) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        raise Interrupted(signal.Signals(signum).name)
+
+    def arm(self) -> HardStop:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+            signal.signal(sig, self._raise)
+        signal.alarm(max(1, int(self.seconds)))
+        return self
+
+    def shield(self) -> None:
+        self._stopping = True
+        signal.alarm(0)
+
+    @staticmethod
+    def exit_code(exc: Interrupted) -> int:
+        return 124 if str(exc) == "SIGALRM" else 130
+
+
+# ---------------------------------------------------------------- where the time goes
+
+# Statement kinds of the reminder services, by the first matching fragment of the SQL text.
+SQL_KINDS = (
+    ("claim select", "FOR UPDATE OF habit_schedules SKIP LOCKED"),
+    ("reap select", "FOR UPDATE OF reminder_deliveries SKIP LOCKED"),
+    ("rest lookup", "FROM rest_periods"),
+    ("check-in lookup", "FROM habit_checkins"),
+    ("insert delivery", "INSERT INTO reminder_deliveries"),
+    ("advance schedule", "UPDATE habit_schedules"),
+    ("update delivery", "UPDATE reminder_deliveries"),
+)
+
+
+def sql_kind(statement: str) -> str:
+    for kind, fragment in SQL_KINDS:
+        if fragment in statement:
+            return kind
+    return "other"
+
+
+@dataclass
+class SqlClock:
+    """Seconds and calls per statement kind of one engine (before/after_cursor_execute);
+    keeps the first claim statement with its parameters for EXPLAIN."""
+
+    seconds: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)
+    claim_sql: tuple[str, Any] | None = None
+
+    def attach(self, engine: Any) -> None:
+        from sqlalchemy import event
+
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+    def _before(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        conn.info.setdefault("bench_started", []).append(time.perf_counter())
+
+    def _after(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        elapsed = time.perf_counter() - conn.info["bench_started"].pop()
+        kind = sql_kind(statement)
+        self.seconds[kind] += elapsed
+        self.calls[kind] += 1
+        if kind == "claim select" and self.claim_sql is None:
+            self.claim_sql = (statement, parameters)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int, children: bool = True) -> float:
+    """CPU seconds of a live process; with `children`, also of its children it has waited
+    for (an RQ worker's finished work horses, the postmaster's ended backends)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    ticks = [int(value) for value in fields[11:15]]  # utime stime cutime cstime
+    return sum(ticks if children else ticks[:2]) / _CLOCK_TICKS
+
+
+def child_pids(pid: int) -> list[int]:
+    """Live children of `pid`, read from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the machine since boot, all cores."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values) - idle) / _CLOCK_TICKS, sum(values) / _CLOCK_TICKS
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds used between `start()` and `stop()` by the machine and by named process
+    groups: {name: function returning [(pid, with_children), …]}, called at both ends (a
+    process that ended in between is then counted in its parent's children time)."""
+
+    groups: dict[str, Callable[[], list[tuple[int, bool]]]]
+    _start: dict[str, float] = field(default_factory=dict)
+    _machine: tuple[float, float] = (0.0, 0.0)
+    _wall: float = 0.0
+    result: dict[str, float] = field(default_factory=dict)
+
+    def _read(self) -> dict[str, float]:
+        return {name: sum(process_cpu(pid, kids) for pid, kids in members())
+                for name, members in self.groups.items()}
+
+    def start(self) -> CpuMeter:
+        self._start = self._read()
+        self._machine = machine_cpu()
+        self._wall = time.monotonic()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        end = self._read()
+        busy, total = machine_cpu()
+        self.result = {name: end[name] - self._start[name] for name in self.groups}
+        self.result["machine busy"] = busy - self._machine[0]
+        self.result["machine total"] = total - self._machine[1]
+        self.result["wall"] = time.monotonic() - self._wall
+        return self.result

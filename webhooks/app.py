@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 from flask import Flask
+from rq import Queue
 
 from habitbot.config import Settings
 from habitbot.runtime import build_runtime
 from habitbot.services.health import HealthChecker
 from webhooks.health import bp as health_bp
+from workers import queues
 
 
 def create_app(config: Settings | None = None, configure_logging: bool = True) -> Flask:
@@ -19,6 +21,9 @@ def create_app(config: Settings | None = None, configure_logging: bool = True) -
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["habitbot"] = runtime
-    app.extensions["health"] = HealthChecker(runtime.engine, runtime.redis)
+    app.extensions["health"] = HealthChecker(
+        runtime.engine, runtime.redis,
+        queue_lengths=lambda: {name: Queue(name, connection=runtime.redis).count
+                               for name in queues.ALL})
     app.register_blueprint(health_bp)
     return app

@@ -53,9 +53,11 @@ def worker_gone(conn: redis.Redis, name: str) -> None:
 
 class HealthChecker:
     def __init__(self, engine: Engine, redis_conn: redis.Redis,
-                 limits: HealthLimits | None = None):
+                 limits: HealthLimits | None = None,
+                 queue_lengths: Callable[[], dict[str, int]] | None = None):
         self._engine = engine
         self._redis = redis_conn
+        self._queue_lengths = queue_lengths
         self.limits = limits or HealthLimits()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
         self._inflight: dict[str, Future] = {}
@@ -86,8 +88,11 @@ class HealthChecker:
 
     def check_workers(self) -> dict[str, Any]:
         alive = self._redis.zcount(WORKERS_KEY, time.time() - self.limits.worker_max_age, "+inf")
-        return {"ok": alive >= self.limits.min_workers, "alive": alive,
-                "min": self.limits.min_workers}
+        result: dict[str, Any] = {"ok": alive >= self.limits.min_workers, "alive": alive,
+                                  "min": self.limits.min_workers}
+        if self._queue_lengths is not None:
+            result["queued"] = self._queue_lengths()
+        return result
 
     def check_schema(self) -> dict[str, Any]:
         cached = self._schema_cache

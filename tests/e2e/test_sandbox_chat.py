@@ -366,7 +366,7 @@ def test_english_user_shares_london_then_changes_settings_in_place(
     assert "Reminders: on" in text
     local_clock("Europe/London", text)
     assert buttons(menu) == ["🌐 Language", "🕒 Timezone", "🔕 Turn reminders off",
-                             "🌅 Day start"]
+                             "🌅 Day start", "🏖 Rest"]
     bot_count = len(messages(page, "bot"))
 
     press(page, menu, "🔕 Turn reminders off")
@@ -384,7 +384,7 @@ def test_english_user_shares_london_then_changes_settings_in_place(
     assert "Язык: 🇷🇺 Русский" in russian and "Часовой пояс: Europe/London" in russian
     assert "Напоминания: выключены" in russian
     assert buttons(menu) == ["🌐 Язык", "🕒 Часовой пояс", "🔔 Включить напоминания",
-                             "🌅 Начало дня"]
+                             "🌅 Начало дня", "🏖 Отдых"]
     assert len(messages(page, "bot")) == bot_count, "the menu was edited, not sent again"
     assert_no_trouble_shown(page)
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 from alembic import command
+from rq import Queue
 from sqlalchemy import update
 
 from habitbot.db import make_engine
@@ -87,8 +88,13 @@ def test_stack_starts_serves_survives_drift_and_restarts(stack, emu_client, scra
     assert len(wait_until(lambda: _alerts(emu_client, "left DEGRADED mode"), 30,
                           "recovery alert")) == 1
 
-    # supervisorctl restart habitbot:* brings everything back.
+    # supervisorctl restart habitbot:* brings everything back, and a job in hand finishes.
+    conn = redis.Redis.from_url(stack.env["REDIS_URL"])
+    in_hand = Queue("default", connection=conn).enqueue("time.sleep", 4, job_timeout=60)
+    wait_until(lambda: in_hand.get_status(refresh=True) == "started", 30, "job started")
     stack.ctl("restart", "habitbot:*")
+    assert in_hand.get_status(refresh=True) == "finished"
+    conn.close()
     wait_until(lambda: _all_running(stack), 90, "all programs RUNNING after restart")
     assert stack.pids() != pids
     wait_until(lambda: stack.health()[0] == 200, 60, "/health 200 after restart")
