@@ -193,3 +193,35 @@ def test_import_refuses_garbage_clearly(chat_with, engine):
     reply = chat.say(None, document={"file_name": "x.csv", "content_base64": garbage})
     assert "I cannot read this file" in reply["text"]
     assert _habits(engine) == []
+
+
+def test_yesterday_can_be_checked_in_from_today_card(chat_with, engine):
+    from datetime import UTC, datetime, timedelta
+
+    chat = _onboard(chat_with(5030, "Max", "en"), engine)
+    chat.say("/new Journal")
+    with engine.begin() as conn:
+        conn.execute(update(Habit).values(created_at=datetime.now(UTC) - timedelta(days=3)))
+    card = chat.say("/today")
+    chat.press("◀️ Yesterday", message_id=card["message_id"])
+    assert "Yesterday" in chat.message(card["message_id"])["text"]
+    chat.press("✅ Journal", message_id=card["message_id"])
+    assert "✅ Journal" in chat.message(card["message_id"])["text"]
+    with engine.connect() as conn:
+        day = conn.execute(select(HabitCheckin.local_date)).scalar_one()
+    assert day == datetime.now(UTC).date() - timedelta(days=1)
+
+
+def test_edit_schedule_and_target_from_the_habit_card(chat_with, engine):
+    chat = _onboard(chat_with(5031, "Nia", "en"), engine)
+    chat.say("/new Water 8 glasses daily 09:00")
+    listing = chat.say("/habits")
+    chat.press("1. Water", message_id=listing["message_id"])
+    chat.press("⏰ Schedule")
+    assert "Schedule changed: Water · at least 8 glasses · Mon, Wed, Fri · ⏰ 19:30" in \
+        chat.say("mon wed fri 19:30")["text"]
+    chat.press("🎯 Target")
+    assert "must be a number" in chat.say("lots")["text"]
+    assert "Target changed: Water · at most 3 l" in chat.say("max 3 l")["text"]
+    [habit] = _habits(engine)
+    assert (habit.weekdays, habit.target_direction) == (0b0010101, "at_most")

@@ -23,6 +23,8 @@ TARGET_STATE = "new:target"
 TIME_STATE = "new:time"
 CHOOSE_STATE = "new:choose"
 RENAME_STATE = "habit:rename"
+SCHEDULE_STATE = "habit:schedule"
+TARGET_EDIT_STATE = "habit:target"
 COMMON_TIMES = ("07:00", "08:00", "09:00", "12:00", "18:00", "20:00", "21:00", "22:00")
 
 
@@ -260,7 +262,10 @@ def _card(ctx: Context, habit_id: int) -> None:
                  else ctx.button(ctx._("▶️ Resume"), "habact", habit.id, "resume"))
         markup.row(pause, ctx.button(ctx._("🗄 Archive"), "habact", habit.id, "archive"))
         markup.row(ctx.button(ctx._("✏️ Rename"), "habact", habit.id, "rename"),
-                   ctx.button("⬆️", "habact", habit.id, "up"),
+                   ctx.button(ctx._("⏰ Schedule"), "habact", habit.id, "schedule"))
+        if habit.kind == "measurable":
+            markup.row(ctx.button(ctx._("🎯 Target"), "habact", habit.id, "target"))
+        markup.row(ctx.button("⬆️", "habact", habit.id, "up"),
                    ctx.button("⬇️", "habact", habit.id, "down"))
         markup.row(ctx.button(ctx._("🗑 Delete"), "habact", habit.id, "delete"))
     markup.row(ctx.button(ctx._("« Back"), "habs"))
@@ -298,6 +303,17 @@ def habit_action(ctx: Context, habit_id: str, action: str, confirmed: str = "") 
             ctx.set_state(RENAME_STATE, habit_id=hid)
             ctx.reply(ctx._("Send the new name."))
             return
+        if action == "schedule":
+            ctx.set_state(SCHEDULE_STATE, habit_id=hid)
+            ctx.reply(ctx._("Send how often and when, for example: <code>daily 08:30</code>, "
+                            "<code>mon wed fri 19:00</code>, <code>3 times a week 07:00</code>, "
+                            "or <code>daily</code> for no reminder."))
+            return
+        if action == "target":
+            ctx.set_state(TARGET_EDIT_STATE, habit_id=hid)
+            ctx.reply(ctx._("Send the new target, for example <code>20 pages</code> or "
+                            "<code>max 2 cups</code>."))
+            return
         actions = {"pause": svc.pause_habit, "resume": svc.resume_habit,
                    "archive": svc.archive_habit, "restore": svc.restore_habit}
         if action in actions:
@@ -325,3 +341,50 @@ def receive_rename(ctx: Context, message: types.Message) -> None:
         return
     ctx.clear_state()
     ctx.reply(ctx._("Renamed: {habit}", habit=habit_line(ctx, habit)))
+
+
+def _editing(ctx: Context) -> int:
+    return int(ctx.conversation.data.get("habit_id", 0))
+
+
+@registry.state(SCHEDULE_STATE)
+def receive_schedule(ctx: Context, message: types.Message) -> None:
+    assert ctx.user.id is not None
+    try:
+        parsed = parse_quick(f"x {message.text or ''}")
+        if parsed.name != "x" or parsed.kind != "boolean":
+            raise HabitError("bad_frequency")
+        habit = svc.set_schedule(ctx.runtime.engine, ctx.user.id, _editing(ctx),
+                                 parsed.frequency, parsed.weekdays, parsed.times_per_week,
+                                 parsed.reminder_times)
+    except HabitError as exc:
+        ctx.reply(error_text(ctx, exc))
+        if exc.code == "not_found":
+            ctx.clear_state()
+        return
+    except ValueError:
+        ctx.reply(ctx._("I could not read that time. Use 24-hour time like 08:30 or 21:00."))
+        return
+    ctx.clear_state()
+    ctx.reply(ctx._("Schedule changed: {habit}", habit=habit_line(ctx, habit)))
+
+
+@registry.state(TARGET_EDIT_STATE)
+def receive_target_edit(ctx: Context, message: types.Message) -> None:
+    assert ctx.user.id is not None
+    try:
+        parsed = parse_quick(f"x {message.text or ''}")
+        if parsed.kind != "measurable" or parsed.target_value is None:
+            raise HabitError("target_not_a_number")
+        habit = svc.set_target(ctx.runtime.engine, ctx.user.id, _editing(ctx),
+                               parsed.target_value, parsed.target_unit,
+                               parsed.target_direction)
+    except (HabitError, ValueError) as exc:
+        ctx.reply(error_text(ctx, exc) if isinstance(exc, HabitError)
+                  else ctx._("Send a number with an optional unit, for example 20 pages, or "
+                             "max 2 cups."))
+        if isinstance(exc, HabitError) and exc.code == "not_found":
+            ctx.clear_state()
+        return
+    ctx.clear_state()
+    ctx.reply(ctx._("Target changed: {habit}", habit=habit_line(ctx, habit)))

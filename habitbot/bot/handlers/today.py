@@ -43,15 +43,33 @@ def _mark(status: tuple[str, Decimal | None] | None, habit: HabitView) -> str:
     return "✅"
 
 
+def _row(ctx: Context, habit: HabitView, status: tuple[str, Decimal | None] | None,
+         day: date, is_today: bool) -> list[types.InlineKeyboardButton]:
+    ordinal = day.toordinal()
+    if status is None:
+        return [ctx.button(f"✅ {habit.name[:30]}", "ck", habit.id, ordinal, "d"),
+                ctx.button("⏭", "ck", habit.id, ordinal, "s")]
+    if is_today:  # undo is for the current day only
+        return [ctx.button(ctx._("↩️ Undo: {name}", name=habit.name[:30]), "ck", habit.id,
+                           ordinal, "u")]
+    return []
+
+
 def render_card(ctx: Context, day: date) -> tuple[str, types.InlineKeyboardMarkup | None]:
     assert ctx.user.id is not None
-    items = [h for h in svc.list_habits(ctx.runtime.engine, ctx.user.id) if _due_today(h, day)]
+    current = today_for(ctx)
+    is_today = day == current
+    items = [h for h in svc.list_habits(ctx.runtime.engine, ctx.user.id)
+             if _due_today(h, day) and (is_today or h.created_at.date() <= day)]
+    markup = types.InlineKeyboardMarkup()
+    switch = (ctx.button(ctx._("◀️ Yesterday"), "tdday", day.toordinal() - 1) if is_today
+              else ctx.button(ctx._("Today ▶️"), "tdday", current.toordinal()))
     if not items:
         return ctx._("Nothing due today. Create a habit with /new."), None
     done = svc.checkins_for_day(ctx.runtime.engine, ctx.user.id, day)
-    lines = [ctx._("<b>Today, {date}</b>", date=day.strftime("%d.%m"))]
-    markup = types.InlineKeyboardMarkup()
-    ordinal = day.toordinal()
+    title = (ctx._("<b>Today, {date}</b>", date=day.strftime("%d.%m")) if is_today
+             else ctx._("<b>Yesterday, {date}</b>", date=day.strftime("%d.%m")))
+    lines = [title]
     for habit in items:
         status = done.get(habit.id)
         value = ""
@@ -59,13 +77,21 @@ def render_card(ctx: Context, day: date) -> tuple[str, types.InlineKeyboardMarku
             unit = f" {escape(habit.target_unit)}" if habit.target_unit else ""
             value = f" — {amount(status[1])}/{amount(habit.target_value)}{unit}"
         lines.append(f"{_mark(status, habit)} {escape(habit.name)}{value}")
-        if status is None:
-            markup.row(ctx.button(f"✅ {habit.name[:30]}", "ck", habit.id, ordinal, "d"),
-                       ctx.button("⏭", "ck", habit.id, ordinal, "s"))
-        else:
-            markup.row(ctx.button(ctx._("↩️ Undo: {name}", name=habit.name[:30]), "ck",
-                                  habit.id, ordinal, "u"))
+        row = _row(ctx, habit, status, day, is_today)
+        if row:
+            markup.row(*row)
+    markup.row(switch)
     return "\n".join(lines), markup
+
+
+@registry.callback("tdday")
+def switch_day(ctx: Context, ordinal: str) -> None:
+    if ctx.limited or ctx.user.id is None:
+        raise StaleButton("no database")
+    day = date.fromordinal(int(ordinal))
+    if (today_for(ctx) - day).days not in (0, 1):
+        raise StaleButton("only today and yesterday")
+    ctx.show(*render_card(ctx, day))
 
 
 @registry.command("today")
