@@ -333,6 +333,23 @@ class BenchDatabase:
             conn.close()
 
 
+def run_sql(engine: Any, statements: Sequence[str], params: dict[str, Any] | None = None,
+            autocommit: bool = False) -> list[Any]:
+    """Run driver-level SQL (pyformat parameters) in one transaction, or each statement on
+    its own with `autocommit` (VACUUM); returns the rows of the last statement, if any.
+    The pooled connection goes back with its isolation level restored."""
+    options = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    rows: list[Any] = []
+    with engine.connect().execution_options(**options) as conn:
+        for sql in statements:
+            result = conn.exec_driver_sql(sql, params or {}) if params else \
+                conn.exec_driver_sql(sql)
+            rows = result.all() if result.returns_rows else []
+        if not autocommit:
+            conn.commit()
+    return rows
+
+
 # ---------------------------------------------------------------- interruption
 
 class Interrupted(Exception):

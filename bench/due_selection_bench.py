@@ -39,6 +39,7 @@ from common import (
     Interrupted,
     SqlClock,
     figure,
+    run_sql,
     table,
 )
 
@@ -108,49 +109,24 @@ RESTORE_SQL = (
 )
 
 
-def _raw(engine: Any):
-    """A DBAPI connection in autocommit mode (VACUUM and ANALYZE need one)."""
-    conn = engine.raw_connection()
-    conn.driver_connection.autocommit = True
-    return conn
-
-
 def load(data: Dataset, due: int, t0: datetime) -> None:
     users = data.schedules // HABITS_PER_USER
     params = {"users": users, "schedules": data.schedules, "per_user": HABITS_PER_USER,
               "step": data.schedules // due, "t0": t0, "zones": list(ZONES),
               "zone_count": len(ZONES)}
     started = time.perf_counter()
-    conn = data.engine.raw_connection()
-    try:
-        with conn.cursor() as cur:
-            for sql in LOAD_SQL:
-                cur.execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
-    conn = _raw(data.engine)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("VACUUM ANALYZE")
-            cur.execute("SELECT count(*) FROM habit_schedules WHERE next_fire_at <= %s", (t0,))
-            found = cur.fetchone()[0]
-    finally:
-        conn.close()
+    run_sql(data.engine, LOAD_SQL, params)
+    run_sql(data.engine, ["VACUUM ANALYZE"], autocommit=True)
+    found = run_sql(data.engine, ["SELECT count(*) FROM habit_schedules "
+                                  "WHERE next_fire_at <= %(t0)s"], {"t0": t0})[0][0]
     if found != due:
         raise BenchError(f"{data.label}: {found} schedules due after loading, expected {due}")
     data.load_seconds = time.perf_counter() - started
 
 
 def restore(data: Dataset) -> None:
-    conn = _raw(data.engine)
-    try:
-        with conn.cursor() as cur:
-            for sql in RESTORE_SQL:
-                cur.execute(sql)
-            cur.execute("VACUUM habit_schedules, reminder_deliveries")
-    finally:
-        conn.close()
+    run_sql(data.engine, RESTORE_SQL)
+    run_sql(data.engine, ["VACUUM habit_schedules, reminder_deliveries"], autocommit=True)
 
 
 # ---------------------------------------------------------------- measuring
@@ -180,18 +156,14 @@ def explain(data: Dataset, forbid_index_scans: bool = False) -> str:
         raise BenchError("the claim query was not seen")
     statement, parameters = data.clock.claim_sql
     restore(data)
-    conn = data.engine.raw_connection()
-    try:
-        with conn.cursor() as cur:
-            if forbid_index_scans:
-                cur.execute("SET LOCAL enable_indexscan = off")
-                cur.execute("SET LOCAL enable_bitmapscan = off")
-            cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement, parameters)
-            plan = "\n".join(row[0] for row in cur.fetchall())
+    with data.engine.connect() as conn:
+        if forbid_index_scans:
+            conn.exec_driver_sql("SET LOCAL enable_indexscan = off")
+            conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+        rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement,
+                                    parameters).all()
         conn.rollback()
-    finally:
-        conn.close()
-    return plan
+    return "\n".join(row[0] for row in rows)
 
 
 def execution_ms(plan: str) -> float:

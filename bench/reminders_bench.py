@@ -72,6 +72,7 @@ from common import (
     figure,
     own_redis,
     percentile,
+    run_sql,
     stop_process,
     table,
 )
@@ -136,29 +137,13 @@ def load(engine: Any, users: int) -> None:
     params = {"users": users, "chat_base": BULK_CHAT_BASE, "zones": list(ZONES),
               "zone_count": len(ZONES),
               "fire": datetime.now(UTC) - timedelta(seconds=5)}
-    conn = engine.raw_connection()
-    try:
-        with conn.cursor() as cur:
-            for sql in LOAD_SQL:
-                cur.execute(sql, params)
-        conn.commit()
-        conn.driver_connection.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("VACUUM ANALYZE")
-    finally:
-        conn.close()
+    run_sql(engine, LOAD_SQL, params)
+    run_sql(engine, ["VACUUM ANALYZE"], autocommit=True)
 
 
 def make_all_due(engine: Any) -> None:
     """Every schedule fired five seconds ago; no deliveries yet."""
-    conn = engine.raw_connection()
-    try:
-        with conn.cursor() as cur:
-            for sql in DUE_SQL:
-                cur.execute(sql)
-        conn.commit()
-    finally:
-        conn.close()
+    run_sql(engine, DUE_SQL)
 
 
 def delivery_counts(engine: Any) -> Counter[str]:

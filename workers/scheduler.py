@@ -47,6 +47,7 @@ class PeriodicJob:
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("habit_reminders", "workers.reminders.tick", 60, queue=queues.HIGH,
                 timeout=120, aligned=True),
+    PeriodicJob("weekly_summaries", "workers.summaries.tick", 900),
     PeriodicJob("flush_alerts", "workers.maintenance.flush_alerts", 60),
     PeriodicJob("cleanup", "workers.maintenance.cleanup", 3600),
 )

@@ -34,6 +34,8 @@ class User(Base):
               postgresql_where=text("premium_ends_at IS NOT NULL")),
         Index("ix_users_trial_ends_at", "trial_ends_at",
               postgresql_where=text("trial_ends_at IS NOT NULL")),
+        Index("ix_users_summary_zone", "timezone", "weekly_summary_weekday",
+              postgresql_where=text("weekly_summary_enabled AND NOT is_blocked")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -52,6 +54,8 @@ class User(Base):
                                                          server_default=text("true"))
     weekly_summary_weekday: Mapped[int] = mapped_column(SmallInteger, nullable=False,
                                                         server_default="6")
+    # The local date the last weekly summary was sent for: claiming a week is one UPDATE.
+    weekly_summary_sent_on: Mapped[date | None] = mapped_column(Date)
     tier: Mapped[str] = mapped_column(str_enum(*TIERS, name="tier", length=16), nullable=False,
                                       server_default="free")
     trial_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

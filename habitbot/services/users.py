@@ -32,18 +32,22 @@ class UserContext:
     onboarded: bool = True
     notifications_enabled: bool = True
     day_start_hour: int = 0
+    summary_weekday: int | None = 6  # None: weekly summary off
     minimal: bool = False
 
 
 _COLUMNS = (User.id, User.language, User.timezone, User.tier, User.onboarded_at,
-            User.notifications_enabled, User.day_start_hour)
+            User.notifications_enabled, User.day_start_hour, User.weekly_summary_enabled,
+            User.weekly_summary_weekday)
 
 
 def _context(telegram_id: int, row) -> UserContext:
     return UserContext(row.id, telegram_id, row.language, row.timezone, row.tier,
                        onboarded=row.onboarded_at is not None,
                        notifications_enabled=row.notifications_enabled,
-                       day_start_hour=row.day_start_hour)
+                       day_start_hour=row.day_start_hour,
+                       summary_weekday=(row.weekly_summary_weekday
+                                        if row.weekly_summary_enabled else None))
 
 
 def minimal_user(telegram_id: int, language_code: str | None) -> UserContext:
@@ -107,6 +111,16 @@ def set_timezone(engine: Engine, telegram_id: int, zone: str,
 
 def set_notifications(engine: Engine, telegram_id: int, enabled: bool) -> UserContext:
     return _update(engine, telegram_id, notifications_enabled=enabled)
+
+
+def set_weekly_summary(engine: Engine, telegram_id: int, weekday: int | None) -> UserContext:
+    """The weekday (0 = Monday) of the weekly summary, or None to turn it off."""
+    if weekday is None:
+        return _update(engine, telegram_id, weekly_summary_enabled=False)
+    if not 0 <= weekday <= 6:
+        raise InvalidSetting(f"weekday out of range: {weekday}")
+    return _update(engine, telegram_id, weekly_summary_enabled=True,
+                   weekly_summary_weekday=weekday)
 
 
 def set_day_start_hour(engine: Engine, telegram_id: int, hour: int) -> UserContext:

@@ -71,7 +71,7 @@ def test_stack_starts_serves_survives_drift_and_restarts(stack, emu_client, scra
     body = wait_until(lambda: (lambda b: b if not b.get("checks", {}).get("schema", {}).get(
         "ok", True) else None)(stack.health()[1]), 45, "/health schema failing")
     assert body["status"] == "degraded", body
-    assert "revision 0002" in body["checks"]["schema"]["error"]
+    assert "revision 0003" in body["checks"]["schema"]["error"]
     wait_until(lambda: "DEGRADED mode" in stack.log("bot"), 30, "bot degraded")
     assert "temporarily unavailable" in _ask(emu_client, "/help")
     wait_until(lambda: "circuit breaker open" in stack.log("scheduler"), 30,

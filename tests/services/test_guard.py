@@ -29,7 +29,7 @@ def test_drift_enters_degraded_once_and_recovers_after_the_gate(scratch_database
     command.downgrade(alembic_config_for(scratch_database), "-1")  # a skipped migration
     for _ in range(3):  # three processes, three checks each: still one alert
         assert [g.check() for g in guards] == ["degraded"] * 3
-    assert all("database is at revision 0002" in g.reason for g in guards)
+    assert all("database is at revision 0003" in g.reason for g in guards)
     assert len([m for m in sent if "DEGRADED" in m]) == 1
 
     run_deploy_gate(eng)

@@ -114,4 +114,4 @@ def test_schema_drift_is_degraded_with_the_reason(scratch_database, redis_url, a
     command.downgrade(alembic_config_for(scratch_database), "-1")
     status, body = _get(_app(scratch_database, redis_url))
     assert status == 200 and body["status"] == "degraded"
-    assert "database is at revision 0002" in body["checks"]["schema"]["error"]
+    assert "database is at revision 0003" in body["checks"]["schema"]["error"]

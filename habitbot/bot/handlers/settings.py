@@ -12,10 +12,16 @@ from habitbot.bot.handlers import timezone
 from habitbot.bot.handlers.onboarding import LANGUAGE_NAMES
 from habitbot.bot.handlers.today import today_for
 from habitbot.bot.registry import registry
+from habitbot.bot.texts import WEEKDAYS
 from habitbot.i18n import LANGUAGES
 from habitbot.services import timezones
 from habitbot.services.stats import current_rest, end_rest, start_rest
-from habitbot.services.users import set_day_start_hour, set_language, set_notifications
+from habitbot.services.users import (
+    set_day_start_hour,
+    set_language,
+    set_notifications,
+    set_weekly_summary,
+)
 
 
 def _menu(ctx: Context) -> tuple[str, types.InlineKeyboardMarkup]:
@@ -29,6 +35,9 @@ def _menu(ctx: Context) -> tuple[str, types.InlineKeyboardMarkup]:
         ctx._("Reminders: on") if user.notifications_enabled else ctx._("Reminders: off"),
         ctx._("The day starts at {hour:02d}:00 (check-ins before that count for the "
               "previous day)", hour=user.day_start_hour),
+        (ctx._("Weekly summary: {weekday} evening", weekday=ctx._(WEEKDAYS[
+            user.summary_weekday])) if user.summary_weekday is not None
+         else ctx._("Weekly summary: off")),
     ])
     if user.id is not None:
         rest = current_rest(ctx.runtime.engine, user.id, today_for(ctx))
@@ -43,6 +52,7 @@ def _menu(ctx: Context) -> tuple[str, types.InlineKeyboardMarkup]:
     markup.row(ctx.button(toggle, "setnotif", 0 if user.notifications_enabled else 1))
     markup.row(ctx.button(ctx._("🌅 Day start"), "setday"),
                ctx.button(ctx._("🏖 Rest"), "setrest"))
+    markup.row(ctx.button(ctx._("📊 Weekly summary"), "setsum"))
     return text, markup
 
 
@@ -146,3 +156,18 @@ def rest(ctx: Context, days: str | None = None) -> None:
     markup.row(ctx.button(ctx._("« Back"), "setmenu"))
     ctx.show(ctx._("Rest mode: no reminders, and your streaks stay as they are. For how "
                    "long?"), markup)
+
+
+@registry.callback("setsum")
+def weekly_summary(ctx: Context, choice: str | None = None) -> None:
+    _require_storage(ctx)
+    if choice is not None:
+        weekday = None if choice == "off" else int(choice)
+        ctx.use(set_weekly_summary(ctx.runtime.engine, ctx.user.telegram_id, weekday))
+        ctx.show(*_menu(ctx))
+        return
+    markup = types.InlineKeyboardMarkup(row_width=7)
+    markup.add(*(ctx.button(ctx._(WEEKDAYS[d]), "setsum", d) for d in range(7)))
+    markup.row(ctx.button(ctx._("Off"), "setsum", "off"))
+    markup.row(ctx.button(ctx._("« Back"), "setmenu"))
+    ctx.show(ctx._("On which evening should I send your weekly summary?"), markup)
