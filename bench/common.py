@@ -440,16 +440,19 @@ class SqlClock:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu(pid: int, children: bool = True) -> float:
-    """CPU seconds of a live process; with `children`, also of its children it has waited
-    for (an RQ worker's finished work horses, the postmaster's ended backends)."""
+def process_cpu(pid: int, children: bool | None = True) -> float:
+    """CPU seconds of a live process; with `children`, also of the children it has waited
+    for (an RQ worker's finished work horses, the postmaster's ended backends); with
+    `children=None`, of those children only."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return math.nan
-    ticks = [int(value) for value in fields[11:15]]  # utime stime cutime cstime
-    return sum(ticks if children else ticks[:2]) / _CLOCK_TICKS
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    if children is None:
+        return (cutime + cstime) / _CLOCK_TICKS
+    return (utime + stime + (cutime + cstime if children else 0)) / _CLOCK_TICKS
 
 
 def child_pids(pid: int) -> list[int]:
@@ -479,10 +482,11 @@ def machine_cpu() -> tuple[float, float]:
 @dataclass
 class CpuMeter:
     """CPU seconds used between `start()` and `stop()` by the machine and by named process
-    groups: {name: function returning [(pid, with_children), …]}, called at both ends (a
-    process that ended in between is then counted in its parent's children time)."""
+    groups: {name: function returning [(pid, children), …]} (`children` as in
+    `process_cpu`), called at both ends: a process that ended in between is then counted in
+    its parent's children time."""
 
-    groups: dict[str, Callable[[], list[tuple[int, bool]]]]
+    groups: dict[str, Callable[[], list[tuple[int, bool | None]]]]
     _start: dict[str, float] = field(default_factory=dict)
     _machine: tuple[float, float] = (0.0, 0.0)
     _wall: float = 0.0

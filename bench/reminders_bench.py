@@ -19,14 +19,15 @@ Figures (one JSON line each, after a table for people):
 - reminders.interactive_p95  95th percentile of a reply's send_message during the burst, s
 
 Ceiling mode (--ceiling): the limits are lifted (emulator 5000 msg/s global and per chat,
-TELEGRAM_GLOBAL_RATE=5000 and TELEGRAM_CHAT_RATE=5000 for the workers) and the same tick is
-sent with 2 and with 4 workers, one after the other:
+TELEGRAM_GLOBAL_RATE=5000 and TELEGRAM_CHAT_RATE=5000 for the workers) and one tick for
+4,500 users (default) is sent with 2 and with 4 workers, one after the other:
 - reminders.ceiling_rate_w2, reminders.ceiling_rate_w4   reminders per second, first to last
 Where the time goes: the tick's statements are timed in this process (SQLAlchemy cursor
 events); the workers are the same RQ command started through this file, which first wraps
 start/finish_delivery, render, the limiter, the HTTP call and the job runtime with timers and
 appends one record per batch to a Redis list; CPU seconds per process come from /proc.
---plain runs the plain `rq` command instead (no per-batch split).
+--plain runs the plain `rq` command instead (no per-batch split); --profile adds the timers
+to the default mode.
 
 Targets that are missed print ok=false; the exit code is non-zero only when the benchmark
 could not run. Everything started here is stopped on exit, Ctrl-C or the --timeout.
@@ -196,8 +197,9 @@ def install_worker_timers() -> None:
     from habitbot.telegram.sender import Sender
     from workers import context
 
-    for name in ("start_delivery", "finish_delivery", "release_delivery"):
-        setattr(svc, name, _timed(name, getattr(svc, name)))
+    for name in dir(svc):  # start_delivery, finish_delivery, … and any batched variant
+        if name.startswith(("start_", "finish_", "release_")) and callable(getattr(svc, name)):
+            setattr(svc, name, _timed(name, getattr(svc, name)))
     jobs.render = _timed("render", jobs.render)
     jobs.job_runtime = _timed("job_runtime", jobs.job_runtime)
     RateLimiter.acquire = _timed("limiter", RateLimiter.acquire)
@@ -488,7 +490,8 @@ def burst(s: Setup, workers: int, timed: bool, interactive: bool,
         emulator_pid = s.emulator.proc.pid if s.emulator.proc else None
         cpu = CpuMeter({
             "this process (tick)": lambda: [(os.getpid(), False)],
-            "workers + work horses": lambda: [(pid, True) for pid in pool.pids],
+            "RQ worker main processes": lambda: [(pid, False) for pid in pool.pids],
+            "work horses (send_batch)": lambda: [(pid, None) for pid in pool.pids],
             "Telegram emulator": lambda: [(emulator_pid, False)] if emulator_pid else [],
             "PostgreSQL (cluster)": lambda: _pg_members(s.pg_pid),
             "Redis": lambda: [(s.redis_pid, False)] if s.redis_pid else [],
@@ -603,12 +606,16 @@ def batch_rows(batches: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         return [("per-batch split", "not measured (--plain)")]
     n = sum(b["n"] for b in batches)
     total = sum(b["seconds"] for b in batches)
-    part = {key: sum(b.get(key, 0.0) for b in batches)
-            for key in ("job_runtime", "start_delivery", "finish_delivery", "release_delivery",
-                        "render", "sender", "limiter", "http")}
+    def summed(*prefixes: str) -> float:
+        return sum(value for b in batches for key, value in b.items()
+                   if key.startswith(prefixes) and isinstance(value, float))
+
+    part = {"job_runtime": summed("job_runtime"), "start": summed("start_"),
+            "finish": summed("finish_", "release_"), "render": summed("render"),
+            "sender": summed("sender"), "limiter": summed("limiter"), "http": summed("http")}
     other_send = part["sender"] - part["limiter"] - part["http"]
-    rest = total - part["job_runtime"] - part["start_delivery"] - part["finish_delivery"] \
-        - part["release_delivery"] - part["render"] - part["sender"]
+    rest = total - part["job_runtime"] - part["start"] - part["finish"] - part["render"] \
+        - part["sender"]
     gaps = []
     by_worker: dict[int, list[dict[str, Any]]] = {}
     for b in batches:
@@ -622,14 +629,13 @@ def batch_rows(batches: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         ("batches / reminders in them", f"{len(batches)} / {n}"),
         ("send_batch wall per batch, ms", _ms(total / len(batches))),
         ("per reminder inside send_batch, ms", _ms(total / n)),
-        ("  start_delivery (DB)", _ms(part["start_delivery"] / n)),
+        ("  start_delivery (DB)", _ms(part["start"] / n)),
         ("  render", _ms(part["render"] / n)),
         ("  Sender.call", _ms(part["sender"] / n)),
         ("    limiter acquire (Redis + wait)", _ms(part["limiter"] / n)),
         ("    HTTP to the emulator", _ms(part["http"] / n)),
         ("    blocked check, counters (Redis)", _ms(other_send / n)),
-        ("  finish/release_delivery (DB)",
-         _ms((part["finish_delivery"] + part["release_delivery"]) / n)),
+        ("  finish/release_delivery (DB)", _ms(part["finish"] / n)),
         ("  job runtime build (per batch, amortised)", _ms(part["job_runtime"] / n)),
         ("  rest of send_batch", _ms(rest / n)),
         ("between two batches of a worker (fork, RQ), ms",
@@ -648,9 +654,10 @@ def cpu_rows(cpu: dict[str, float], reminders: int) -> list[tuple[str, Any]]:
         ("CPU per reminder, all of the machine, ms",
          _ms(cpu["machine busy"] / reminders) if reminders else "n/a"),
     ]
-    for name, seconds in cpu.items():
-        if name in ("machine busy", "machine total", "wall"):
-            continue
+    parts = {name: seconds for name, seconds in cpu.items()
+             if name not in ("machine busy", "machine total", "wall")}
+    parts["anything else on the machine"] = cpu["machine busy"] - sum(parts.values())
+    for name, seconds in parts.items():
         per = f", {_ms(seconds / reminders)} ms/reminder" if reminders else ""
         rows.append((f"  {name}, CPU s", f"{seconds:.1f} ({seconds / wall:.2f} cores{per})"))
     return rows
@@ -724,7 +731,8 @@ def run(args: argparse.Namespace, stop: HardStop) -> list[dict[str, Any]]:
         else:
             print(f"burst: {args.workers} workers, one tick, replies at "
                   f"{args.interactive_rate:g}/s …", flush=True)
-            r = burst(s, args.workers, timed=False, interactive=True, deadline=hard_deadline)
+            r = burst(s, args.workers, timed=args.profile, interactive=True,
+                      deadline=hard_deadline)
             r["analysis"] = analyse(r, args.users)
             runs.append(r)
         return runs
@@ -798,7 +806,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     ]
     if r["reply"]["errors"]:
         rows.append(("reply failures", r["reply"]["errors"]))
-    rows += tick_rows(r["tick"]) + cpu_rows(r["cpu"], a["bulk_sent"])
+    rows += tick_rows(r["tick"]) + (batch_rows(r["batches"]) if r["batches"] else []) \
+        + cpu_rows(r["cpu"], a["bulk_sent"])
     table(rows, f"reminder fan-out ({GLOBAL_RATE:g} msg/s global, {CHAT_RATE:g} msg/s per "
                 f"chat, one tick, {r['workers']} RQ workers)")
 
@@ -823,6 +832,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="worker counts measured in --ceiling mode (default 2,4)")
     parser.add_argument("--plain", action="store_true",
                         help="--ceiling with the plain rq command (no per-batch timers)")
+    parser.add_argument("--profile", action="store_true",
+                        help="without --ceiling: start the workers with per-batch timers too")
     parser.add_argument("--timeout", type=float, default=None,
                         help="hard limit of the whole run, seconds (default: users/30 + 120, "
                              "or 180 with --ceiling)")

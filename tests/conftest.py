@@ -110,9 +110,35 @@ def _clean_database(request) -> Iterator[None]:
             conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
+REDIS_BASES = (1, 4, 7, 10, 13)  # each test session takes three databases: base .. base+2
+
+
 @pytest.fixture(scope="session")
-def redis_url(service_urls) -> Iterator[str]:
-    url = service_urls[1].rsplit("/", 1)[0] + "/1"
+def redis_base(service_urls) -> Iterator[str]:
+    """A free block of Redis databases for this session, so that two test sessions on one
+    server never flush each other's keys. Yields the server URL without a database."""
+    server = service_urls[1].rsplit("/", 1)[0]
+    claims = redis.Redis.from_url(server + "/0")
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    base = next((b for b in REDIS_BASES
+                 if claims.set(f"habitbot-tests:claim:{b}", token, nx=True, ex=3 * 3600)), None)
+    if base is None:
+        claims.close()
+        pytest.exit("every block of test Redis databases is taken by another test session")
+    yield f"{server}/{base}"
+    claims.delete(f"habitbot-tests:claim:{base}")
+    claims.close()
+
+
+def redis_db(base_url: str, offset: int) -> str:
+    """Database base+offset (0: the shared fixtures, 1: the stack, 2: the sandbox chat)."""
+    server, base = base_url.rsplit("/", 1)
+    return f"{server}/{int(base) + offset}"
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_base) -> Iterator[str]:
+    url = redis_base
     conn = redis.Redis.from_url(url)
     conn.flushdb()
     yield url

@@ -11,11 +11,13 @@ killed mid-batch) is handed out again by `reap_expired` — the at-least-once wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, and_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -53,28 +55,46 @@ class DeliveryJob:
     local_day: date
 
 
-def _skip_reason(session: Session, row, day: date) -> str | None:
+def _batch_skip_reasons(session: Session, rows: Sequence[Any],
+                        days: Sequence[date]) -> list[str | None]:
+    """The reason to skip each claimed row, with a fixed number of queries per chunk."""
+    user_ids = {r.user_id for r in rows}
+    habit_ids = {r.habit_id for r in rows}
+    first, last = min(days) - timedelta(days=6), max(days)
+    rests = session.execute(select(RestPeriod.user_id, RestPeriod.habit_id, RestPeriod.starts_on,
+                                   RestPeriod.ends_on)
+                            .where(RestPeriod.user_id.in_(user_ids),
+                                   RestPeriod.starts_on <= last,
+                                   RestPeriod.ends_on >= first)).all()
+    checkins = session.execute(select(HabitCheckin.habit_id, HabitCheckin.local_date,
+                                      HabitCheckin.status)
+                               .where(HabitCheckin.habit_id.in_(habit_ids),
+                                      HabitCheckin.local_date >= first,
+                                      HabitCheckin.local_date <= last)).all()
+    by_day = {(c.habit_id, c.local_date): c.status for c in checkins}
+    reasons: list[str | None] = []
+    for row, day in zip(rows, days, strict=True):
+        reasons.append(_reason(row, day, rests, by_day, checkins))
+    return reasons
+
+
+def _reason(row: Any, day: date, rests: Sequence[Any], by_day: dict[Any, str],
+            checkins: Sequence[Any]) -> str | None:
     if not row.notifications_enabled:
         return "notifications off"
     if row.is_blocked:
         return "blocked the bot"
     if not row.is_active or row.archived_at is not None:
         return "habit inactive"
-    resting = session.execute(select(RestPeriod.id).where(
-        RestPeriod.user_id == row.user_id, RestPeriod.starts_on <= day,
-        RestPeriod.ends_on >= day,
-        (RestPeriod.habit_id.is_(None)) | (RestPeriod.habit_id == row.habit_id))).first()
-    if resting:
+    if any(r.user_id == row.user_id and r.starts_on <= day <= r.ends_on
+           and (r.habit_id is None or r.habit_id == row.habit_id) for r in rests):
         return "rest"
-    status = session.execute(select(HabitCheckin.status).where(
-        HabitCheckin.habit_id == row.habit_id, HabitCheckin.local_date == day)).scalar()
-    if status is not None:
+    if (row.habit_id, day) in by_day:
         return "already checked in"
     if row.frequency == "times_per_week":
         week_start = day - timedelta(days=day.weekday())
-        done = session.execute(select(func.count()).select_from(HabitCheckin).where(
-            HabitCheckin.habit_id == row.habit_id, HabitCheckin.status == "done",
-            HabitCheckin.local_date >= week_start, HabitCheckin.local_date <= day)).scalar_one()
+        done = sum(1 for c in checkins if c.habit_id == row.habit_id and c.status == "done"
+                   and week_start <= c.local_date <= day)
         if done >= row.times_per_week:
             return "weekly target met"
     return None
@@ -84,8 +104,6 @@ def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CH
               max_age: timedelta = MAX_AGE) -> ClaimResult:
     """Claim up to `limit` due schedules; returns the ids of deliveries to send."""
     now = now or datetime.now(UTC)
-    pending: list[int] = []
-    skipped = missed = 0
     with Session(engine) as session, session.begin():
         rows = session.execute(
             select(HabitSchedule.id.label("schedule_id"), HabitSchedule.local_time,
@@ -101,32 +119,32 @@ def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CH
             .order_by(HabitSchedule.next_fire_at)
             .limit(limit)
             .with_for_update(of=HabitSchedule, skip_locked=True)).all()
-        for row in rows:
-            fire_at = row.next_fire_at
-            day = progress.local_day(fire_at, row.timezone, row.day_start_hour)
-            reason = _skip_reason(session, row, day)
-            if reason is None and now - fire_at > max_age:
+        if not rows:
+            return ClaimResult(0, [], 0, 0)
+        days = [progress.local_day(r.next_fire_at, r.timezone, r.day_start_hour) for r in rows]
+        reasons = _batch_skip_reasons(session, rows, days)
+        values, advances = [], []
+        for row, reason in zip(rows, reasons, strict=True):
+            if reason is None and now - row.next_fire_at > max_age:
                 status, reason = "missed", "older than the catch-up window"
             else:
                 status = "skipped" if reason else "pending"
-            delivery_id = session.execute(insert(ReminderDelivery).values(
-                schedule_id=row.schedule_id, habit_id=row.habit_id, user_id=row.user_id,
-                fire_at=fire_at, status=status, error=reason,
-                lease_until=now + LEASE if status == "pending" else None,
-            ).on_conflict_do_nothing(index_elements=[ReminderDelivery.schedule_id,
-                                                     ReminderDelivery.fire_at])
-                .returning(ReminderDelivery.id)).scalar()
-            if delivery_id is not None:
-                if status == "pending":
-                    pending.append(delivery_id)
-                elif status == "missed":
-                    missed += 1
-                else:
-                    skipped += 1
-            session.execute(update(HabitSchedule).where(HabitSchedule.id == row.schedule_id)
-                            .values(next_fire_at=schedules.next_fire(
-                                row.timezone, row.local_time, row.schedule_weekdays,
-                                max(now, fire_at))))
+            values.append({"schedule_id": row.schedule_id, "habit_id": row.habit_id,
+                           "user_id": row.user_id, "fire_at": row.next_fire_at,
+                           "status": status, "error": reason,
+                           "lease_until": now + LEASE if status == "pending" else None})
+            advances.append({"id": row.schedule_id, "next_fire_at": schedules.next_fire(
+                row.timezone, row.local_time, row.schedule_weekdays,
+                max(now, row.next_fire_at))})
+        inserted = session.execute(
+            insert(ReminderDelivery).values(values)
+            .on_conflict_do_nothing(index_elements=[ReminderDelivery.schedule_id,
+                                                    ReminderDelivery.fire_at])
+            .returning(ReminderDelivery.id, ReminderDelivery.status)).all()
+        session.execute(update(HabitSchedule), advances)  # bulk UPDATE by primary key
+    pending = [r.id for r in inserted if r.status == "pending"]
+    missed = sum(1 for r in inserted if r.status == "missed")
+    skipped = sum(1 for r in inserted if r.status == "skipped")
     return ClaimResult(len(rows), pending, skipped, missed)
 
 
@@ -171,7 +189,7 @@ def start_delivery(engine: Engine, delivery_id: int,
         if row is None:
             return None
         day = progress.local_day(row.fire_at, row.timezone, row.day_start_hour)
-        reason = _skip_reason(session, row, day)
+        reason = _batch_skip_reasons(session, [row], [day])[0]
         if reason is not None:
             session.execute(update(ReminderDelivery).where(ReminderDelivery.id == delivery_id)
                             .values(status="skipped", error=reason, lease_until=None))

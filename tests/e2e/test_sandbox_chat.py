@@ -92,18 +92,6 @@ class BackgroundBot:
         self.bot.executor.shutdown()
 
 
-@pytest.fixture(scope="module")
-def redis_url(service_urls: tuple[str, str]) -> Iterator[str]:
-    """A Redis database of this module's own on the test server: other test sessions flush
-    database 1 around each of their tests, which would wipe a dialog in the middle."""
-    url = service_urls[1].rsplit("/", 1)[0] + "/5"
-    conn = redis.Redis.from_url(url)
-    conn.flushdb()
-    yield url
-    conn.flushdb()
-    conn.close()
-
-
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[Runtime]:
     rt = build_runtime("bot", "bot", settings=settings, configure_logging=False)
@@ -366,7 +354,7 @@ def test_english_user_shares_london_then_changes_settings_in_place(
     assert "Reminders: on" in text
     local_clock("Europe/London", text)
     assert buttons(menu) == ["🌐 Language", "🕒 Timezone", "🔕 Turn reminders off",
-                             "🌅 Day start", "🏖 Rest"]
+                             "🌅 Day start", "🏖 Rest", "📊 Weekly summary"]
     bot_count = len(messages(page, "bot"))
 
     press(page, menu, "🔕 Turn reminders off")
@@ -384,7 +372,7 @@ def test_english_user_shares_london_then_changes_settings_in_place(
     assert "Язык: 🇷🇺 Русский" in russian and "Часовой пояс: Europe/London" in russian
     assert "Напоминания: выключены" in russian
     assert buttons(menu) == ["🌐 Язык", "🕒 Часовой пояс", "🔔 Включить напоминания",
-                             "🌅 Начало дня", "🏖 Отдых"]
+                             "🌅 Начало дня", "🏖 Отдых", "📊 Итоги недели"]
     assert len(messages(page, "bot")) == bot_count, "the menu was edited, not sent again"
     assert_no_trouble_shown(page)
 

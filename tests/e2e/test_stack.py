@@ -15,7 +15,7 @@ from habitbot.db import make_engine
 from habitbot.models import User
 from habitbot.services.habits import HabitDraft, create_habit
 from habitbot.services.schema import alembic_config_for, run_deploy_gate
-from tests.conftest import ALERT_CHAT, make_env
+from tests.conftest import ALERT_CHAT, make_env, redis_db
 from tests.e2e.stack import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +30,7 @@ def stack(tmp_path, scratch_database, redis_url, emulator, emu_client):
     engine = make_engine(scratch_database, "cli")
     run_deploy_gate(engine)
     engine.dispose()
-    e2e_redis = redis_url.rsplit("/", 1)[0] + "/3"
+    e2e_redis = redis_db(redis_url, 1)
     conn = redis.Redis.from_url(e2e_redis)
     conn.flushdb()
     env = make_env(scratch_database, e2e_redis, emulator.url, SCHEMA_CHECK_INTERVAL="2")
