@@ -231,3 +231,58 @@ def test_user_changing_timezone_before_a_reminder_moves_it(runtime, engine, alic
     assert next_fire.astimezone(ZoneInfo("Asia/Tokyo")).time() == \
         time(8, 30)
 
+
+
+def test_a_tick_that_dies_midway_commits_nothing_and_the_next_claims_all(runtime, engine,
+                                                                        alice, monkeypatch):
+    from habitbot.services import schedules
+
+    for n in range(3):
+        _make_due(engine, _habit(engine, alice, f"h{n}"), datetime.now(UTC) - timedelta(
+            seconds=5))
+    real = schedules.next_fire
+    calls = {"n": 0}
+
+    def dies_on_the_second(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ConnectionError("server closed the connection unexpectedly")
+        return real(*args)
+
+    monkeypatch.setattr(schedules, "next_fire", dies_on_the_second)
+    with pytest.raises(ConnectionError):
+        reminders.claim_due(engine)
+    assert _deliveries(engine) == []  # nothing half-done
+    monkeypatch.setattr(schedules, "next_fire", real)
+    assert len(reminders.claim_due(engine).pending_ids) == 3
+
+
+def test_redis_lost_mid_burst_loses_no_reminder(runtime, engine, redis_conn, emu_client,
+                                                alice):
+    for n in range(3):
+        _make_due(engine, _habit(engine, alice, f"h{n}"), datetime.now(UTC) - timedelta(
+            seconds=5))
+    jobs._tick(runtime)
+    redis_conn.flushdb()  # the queued send jobs are gone with Redis
+    _work(redis_conn)
+    assert {d.status for d in _deliveries(engine)} == {"pending"}
+    again, missed = reminders.reap_expired(
+        engine, now=datetime.now(UTC) + reminders.LEASE + timedelta(seconds=1))
+    assert len(again) == 3 and missed == 0
+    jobs._enqueue(runtime, again)
+    _work(redis_conn)
+    assert [d.status for d in _deliveries(engine)] == ["sent"] * 3
+    assert len(emu_client.messages(ALICE, sender="bot")) == 3
+
+
+def test_429_storm_delays_but_loses_and_doubles_nothing(runtime, engine, redis_conn,
+                                                        emu_client, alice):
+    for n in range(3):
+        _make_due(engine, _habit(engine, alice, f"h{n}"), datetime.now(UTC) - timedelta(
+            seconds=5))
+    emu_client.add_fault("429", methods=["sendMessage"], count=4, retry_after=1)
+    jobs._tick(runtime)
+    _work(redis_conn)
+    assert [d.status for d in _deliveries(engine)] == ["sent"] * 3
+    assert len(emu_client.messages(ALICE, sender="bot")) == 3
+    assert emu_client.stats()["rate_limited"] == 4
