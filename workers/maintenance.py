@@ -8,6 +8,7 @@ from sqlalchemy import delete
 
 from habitbot.models import AdminAlert, JobExecutionLog, ReminderDelivery
 from habitbot.runtime import Runtime
+from habitbot.services import billing
 from workers.periodic import run_periodic
 
 JOB_LOG_RETENTION = timedelta(days=30)
@@ -33,3 +34,7 @@ def cleanup() -> int:
 
 def flush_alerts() -> int:
     return run_periodic("flush_alerts", lambda runtime: runtime.alerts.flush_pending())
+
+
+def expire_tiers() -> int:
+    return run_periodic("expire_tiers", lambda runtime: billing.expire_tiers(runtime.engine))

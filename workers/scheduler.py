@@ -50,6 +50,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("weekly_summaries", "workers.summaries.tick", 900),
     PeriodicJob("flush_alerts", "workers.maintenance.flush_alerts", 60),
     PeriodicJob("cleanup", "workers.maintenance.cleanup", 3600),
+    PeriodicJob("expire_tiers", "workers.maintenance.expire_tiers", 600),
 )
 
 

@@ -4,6 +4,7 @@ from habitbot.bot.handlers import (  # noqa: F401
     common,
     habits,
     onboarding,
+    premium,
     reminder,
     settings,
     stats,

@@ -52,11 +52,6 @@ def cancel(ctx: Context, message: types.Message) -> None:
               types.ReplyKeyboardRemove())
 
 
-@registry.command("premium", "balance")
-def not_yet(ctx: Context, message: types.Message) -> None:
-    ctx.reply(ctx._("This section is coming soon."))
-
-
 @registry.command("_unknown")
 def unknown_command(ctx: Context, message: types.Message) -> None:
     ctx.reply(ctx._("I do not know that command. Send /help to see what I can do."))
