@@ -9,19 +9,15 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import redis
-from selenium import webdriver
 from selenium.common.exceptions import (
     ElementClickInterceptedException,
     StaleElementReferenceException,
 )
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -34,18 +30,10 @@ from habitbot.config import Settings
 from habitbot.models import User
 from habitbot.runtime import Runtime, build_runtime
 from habitbot.sandbox.telegram_emulator import TelegramEmulator
+from tests.support.browser import WAIT_SECONDS, chromium, wait
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-WAIT_SECONDS = 15
-CHROMIUM_ARGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-    "--window-size=1200,820",
-)
 RECORD_TOASTS = """
 window.__toasts = [];
 new MutationObserver((changes) => {
@@ -119,21 +107,8 @@ def live_bot(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> Iterator[Bac
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if missing:
-        pytest.skip(f"headless browser test needs {' and '.join(missing)} "
-                    "(Debian packages chromium and chromium-driver)")
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for argument in CHROMIUM_ARGS:
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
-                              options=options)
-    try:
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
@@ -146,12 +121,6 @@ def page(browser: WebDriver, emulator: TelegramEmulator,
     yield browser
     problems = [text for kind, text in toasts(browser) if kind in ("error", "warning")]
     assert problems == [], "the page showed errors"
-
-
-def wait(driver: WebDriver, condition: Callable[[WebDriver], Any]) -> Any:
-    """Poll ``condition`` until it returns something truthy, with a deadline."""
-    return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.05,
-                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def by_testid(root: WebDriver | WebElement, testid: str) -> list[WebElement]:

@@ -18,7 +18,8 @@ from habitbot.services.schema import alembic_config_for, run_deploy_gate
 from tests.conftest import ALERT_CHAT, make_env, redis_db
 from tests.e2e.stack import Stack, wait_until
 
-pytestmark = pytest.mark.e2e
+# The stack starts, drifts, recovers, restarts and waits for a reminder's minute: minutes.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 PROGRAMS = {"habitbot:bot", "habitbot:web", "habitbot:worker-0", "habitbot:worker-1",
             "habitbot:scheduler"}

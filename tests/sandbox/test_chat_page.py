@@ -5,37 +5,25 @@ from __future__ import annotations
 
 import html
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from habitbot.sandbox.telegram_emulator import TelegramEmulator
 from habitbot.sandbox.telegram_emulator_routes import page_asset
+from tests.support.browser import chromium, wait
 
 TOKEN = "123456:CHAT-PAGE-TEST"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT = Path("/tmp/chat_page.png")
 EVIL_TEXT = '<b>not bold</b> & <script>window.__pwned = 1</script> "quoted" <i>'
-WAIT_SECONDS = 15
-CHROMIUM_ARGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-    "--window-size=1200,820",
-)
 
 
 # ------------------------------------------------------------------ a tiny bot
@@ -147,21 +135,8 @@ def bot(emu: TelegramEmulator) -> Iterator[EchoBot]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if missing:
-        pytest.skip(f"headless browser test needs {' and '.join(missing)} "
-                    "(Debian packages chromium and chromium-driver)")
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for argument in CHROMIUM_ARGS:
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
-                              options=options)
-    try:
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
@@ -170,12 +145,6 @@ def page(browser: WebDriver, emu: TelegramEmulator) -> WebDriver:
     wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid=bot-status]")
          .get_attribute("data-state") in ("online", "offline"))
     return browser
-
-
-def wait(driver: WebDriver, condition: Callable[[WebDriver], Any]) -> Any:
-    """Poll ``condition`` until it returns something truthy, with a deadline."""
-    return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.05,
-                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def by_testid(root: WebDriver | WebElement, testid: str) -> list[WebElement]:
