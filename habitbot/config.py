@@ -53,6 +53,7 @@ class Settings:
     trusted_proxies: int = 0
     telegram_global_rate: float = 30.0
     telegram_chat_rate: float = 1.0
+    telegram_paid_broadcast: bool = False
     port: int = 8080
     log_dir: str = "var/log"
     alert_cooldown_seconds: int = 900
@@ -118,6 +119,15 @@ def _chat_id(raw: str) -> int:
     return value
 
 
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 def _http_url(raw: str) -> str:
     if not re.match(r"^https?://[^\s/]+", raw):
         raise ValueError(raw)
@@ -181,6 +191,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                     "a positive number of messages per second"),
         telegram_chat_rate=_parse(env, "TELEGRAM_CHAT_RATE", _positive_float, 1.0,
                                   "a positive number of messages per second"),
+        telegram_paid_broadcast=_parse(env, "TELEGRAM_PAID_BROADCAST", _bool, False,
+                                       "true or false"),
         port=_parse(env, "PORT", _port, 8080, "a port number 1-65535"),
         log_dir=_get(env, "LOG_DIR") or "var/log",
         alert_cooldown_seconds=_parse(env, "ALERT_COOLDOWN_SECONDS", _positive_int, 900,

@@ -83,3 +83,14 @@ def test_process_exits_with_one_clear_line_and_no_traceback():
     assert lines == ["habitbot bot: configuration error: PORT is invalid: expected a port "
                      "number 1-65535, got 'eighty'"]
     assert "supersecret" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("raw,expected", [("true", True), ("1", True), ("off", False)])
+def test_paid_broadcast_flag(raw, expected):
+    assert load_settings({**GOOD, "TELEGRAM_PAID_BROADCAST": raw}).telegram_paid_broadcast \
+        is expected
+
+
+def test_paid_broadcast_flag_refuses_nonsense():
+    with pytest.raises(ConfigError, match="TELEGRAM_PAID_BROADCAST is invalid"):
+        load_settings({**GOOD, "TELEGRAM_PAID_BROADCAST": "maybe"})

@@ -103,10 +103,12 @@ def send_batch(delivery_ids: list[int]) -> int:
         if job is None:
             continue
         text, markup = render(job, codec)
+        params: dict[str, object] = {"chat_id": job.telegram_id, "text": text,
+                                     "parse_mode": "HTML", "reply_markup": markup}
+        if runtime.settings.telegram_paid_broadcast:
+            params["allow_paid_broadcast"] = True  # over 30/s, paid in Stars
         try:
-            message = runtime.sender.call("sendMessage", {
-                "chat_id": job.telegram_id, "text": text, "parse_mode": "HTML",
-                "reply_markup": markup}, lane=BULK)
+            message = runtime.sender.call("sendMessage", params, lane=BULK)
         except TelegramError as exc:
             if exc.permanent:
                 reminders.finish_delivery(runtime.engine, delivery_id, "failed",

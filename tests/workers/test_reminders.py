@@ -286,3 +286,16 @@ def test_429_storm_delays_but_loses_and_doubles_nothing(runtime, engine, redis_c
     assert [d.status for d in _deliveries(engine)] == ["sent"] * 3
     assert len(emu_client.messages(ALICE, sender="bot")) == 3
     assert emu_client.stats()["rate_limited"] == 4
+
+
+def test_paid_broadcast_mode_marks_reminders(runtime, engine, redis_conn, emu_client, alice,
+                                             monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(runtime, "settings",
+                        dataclasses.replace(runtime.settings, telegram_paid_broadcast=True))
+    _make_due(engine, _habit(engine, alice), datetime.now(UTC) - timedelta(seconds=5))
+    jobs._tick(runtime)
+    _work(redis_conn)
+    [message] = emu_client.messages(ALICE, sender="bot")
+    assert message["paid_broadcast"] is True
