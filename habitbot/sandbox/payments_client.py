@@ -104,10 +104,12 @@ class ControlClient:
             body["url"] = url
         if source_address is not _UNSET:
             body["source_address"] = source_address
-        for name, value in (("enabled", enabled), ("retry_delays", retry_delays),
-                            ("timeout", timeout)):
-            if value is not None:
-                body[name] = list(value) if name == "retry_delays" else value  # type: ignore
+        if enabled is not None:
+            body["enabled"] = enabled
+        if retry_delays is not None:
+            body["retry_delays"] = list(retry_delays)
+        if timeout is not None:
+            body["timeout"] = timeout
         return self._request("POST", "webhook", body)
 
     def deliveries(self, object_id: str | int | None = None,
@@ -123,7 +125,7 @@ class ControlClient:
         version = -1
         while True:
             left = deadline - time.monotonic()
-            params = {"object_id": object_id, "event": event}
+            params: dict[str, Any] = {"object_id": object_id, "event": event}
             if version >= 0:
                 params.update(wait_version=version, timeout=max(0.0, min(left, 5.0)))
             data = self._request("GET", "deliveries", params=_present(params),

@@ -1,4 +1,11 @@
-"""Injected API faults and the request log of the payment emulators."""
+"""Injected API faults and the request log of the payment emulators.
+
+Fault modes: ``5xx`` (an error answer: the provider's JSON for 500, a proxy's HTML page for
+502/503/504), ``429`` (with ``Retry-After``), ``timeout`` (the request is held open, then the
+connection closes unanswered) and ``outage`` (the connection is reset). A fault applies to
+some endpoints or all, for ``count`` calls or ``seconds``, before the call is processed or,
+with ``after``, once it has been (the state changed, the answer is lost).
+"""
 
 from __future__ import annotations
 
@@ -115,6 +122,7 @@ class FaultBook:
         now = time.monotonic()
         with self._lock:
             return [fault.describe() for fault in self._faults if fault.active(now)]
+
 
 # ---------------------------------------------------------------- request log
 

@@ -67,9 +67,8 @@ class HttpResponse:
     fault: Fault | None = None
 
 
-def json_response(status: int, payload: Any, compact: bool = False) -> HttpResponse:
-    separators = (",", ":") if compact else None
-    data = json.dumps(payload, ensure_ascii=False, separators=separators).encode("utf-8")
+def json_response(status: int, payload: Any) -> HttpResponse:
+    data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
     return HttpResponse(status, data)
 
 
@@ -98,6 +97,7 @@ def form_fields(request: HttpRequest) -> dict[str, str]:
         return {}
     return dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
 
+
 # ---------------------------------------------------------------- HTML pages
 
 
@@ -118,6 +118,7 @@ def render_page(title: str, rows: Sequence[tuple[str, str]], form_action: str | 
             "th{text-align:left;padding-right:1em}button{font-size:1.2em;margin-right:1em}"
             ".note{font-weight:bold}</style></head><body>"
             f"<h1>{escape(title)}</h1>{note}<table>{lines}</table>{form}</body></html>")
+
 
 # ---------------------------------------------------------------- serving
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 log = logging.getLogger("habitbot.sandbox.payments_emulator")
 
 MAX_BURST = 200
-_UNSET: Any = object()
+UNSET: Any = object()
 
 
 @dataclass
@@ -57,6 +57,7 @@ class Delivery:
     state: str = "pending"
     next_at: float | None = None
     generation: int = 0
+    reason: str | None = None
 
     def describe(self) -> dict[str, Any]:
         try:
@@ -68,7 +69,8 @@ class Delivery:
                 "next_attempt_at": self.next_at,
                 "attempts": [attempt.describe() for attempt in self.attempts],
                 "statuses": [attempt.status for attempt in self.attempts],
-                "headers": dict(self.headers), "body": payload, **self.tag}
+                "reason": self.reason, "headers": dict(self.headers), "body": payload,
+                **self.tag}
 
 
 class WebhookSender:
@@ -119,15 +121,15 @@ class WebhookSender:
 
     # ------------------------------------------------------------ settings
 
-    def configure(self, url: str | None = _UNSET, enabled: bool | None = None,
+    def configure(self, url: str | None = UNSET, enabled: bool | None = None,
                   retry_delays: Sequence[float] | None = None, timeout: float | None = None,
-                  source_address: str | None = _UNSET) -> None:
+                  source_address: str | None = UNSET) -> None:
         if retry_delays is not None and any(float(d) < 0 for d in retry_delays):
             raise ValueError("retry delays must not be negative")
         if timeout is not None and float(timeout) <= 0:
             raise ValueError("timeout must be positive")
         with self._lock:
-            if url is not _UNSET:
+            if url is not UNSET:
                 self.url = url or None
             if enabled is not None:
                 self.enabled = bool(enabled)
@@ -135,7 +137,7 @@ class WebhookSender:
                 self.retry_delays = tuple(float(d) for d in retry_delays)
             if timeout is not None:
                 self.timeout = float(timeout)
-            if source_address is not _UNSET:
+            if source_address is not UNSET:
                 self.source_address = source_address or None
 
     def settings(self) -> dict[str, Any]:
@@ -164,8 +166,8 @@ class WebhookSender:
                 deliveries.append(delivery)
                 if url is None:
                     delivery.state = "skipped"
-                    delivery.tag["reason"] = ("webhooks disabled" if not self.enabled
-                                              else "no webhook URL configured")
+                    delivery.reason = ("webhooks disabled" if not self.enabled
+                                       else "no webhook URL configured")
                 elif not (concurrent and copies > 1):
                     self._push(delivery, 0.0)
             if url is not None and concurrent and copies > 1:
