@@ -15,6 +15,7 @@ import re
 import signal
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -123,7 +124,7 @@ def control_int(value: Any, name: str, default: int | None = None) -> int:
 # ---------------------------------------------------------------- the emulator skeleton
 
 
-class EmulatorBase:
+class EmulatorBase(ABC):
     """Lifecycle, faults, request log, clock, webhooks and shared control routes.
 
     Subclasses implement :meth:`handle_api` (provider API and pages) and :meth:`sweep`
@@ -225,14 +226,17 @@ class EmulatorBase:
 
     # ------------------------------------------------------------ to implement
 
+    @abstractmethod
     def handle_api(self, request: HttpRequest) -> HttpResponse:
-        raise NotImplementedError
+        """The provider's own API: one request in, one response out."""
 
+    @abstractmethod
     def sweep(self) -> None:
         """Apply time-based transitions (expiry); called periodically and on clock changes."""
 
+    @abstractmethod
     def reset_state(self) -> None:
-        raise NotImplementedError
+        """Forget payments or invoices (the control API's reset)."""
 
     # ------------------------------------------------------------ dispatch
 
