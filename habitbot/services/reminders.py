@@ -7,6 +7,10 @@ claim the same row; it writes the delivery (the unique key refuses a second one 
 fire time) and advances `next_fire_at` from the owner's zone, all in one transaction. Sending
 happens afterwards, outside any transaction; a delivery left pending past its lease (a worker
 killed mid-batch) is handed out again by `reap_expired` — the at-least-once window.
+
+Every hand-out is a (delivery id, attempts) pair: `start_delivery` takes a delivery only if its
+attempts still equal the pair's, so when a reaped copy and the original job both run, only the
+first one sends.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, select, update
+from sqlalchemy import Engine, and_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -30,10 +34,17 @@ MAX_AGE = timedelta(minutes=60)
 MAX_ATTEMPTS = 5
 
 
+Dispatch = tuple[int, int]  # (delivery id, attempts when it was handed out)
+
+
 @dataclass(frozen=True)
 class ClaimResult:
     claimed: int
     pending_ids: list[int]
+
+    @property
+    def dispatches(self) -> list[Dispatch]:
+        return [(delivery_id, 0) for delivery_id in self.pending_ids]
     skipped: int
     missed: int
 
@@ -141,7 +152,12 @@ def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CH
             .on_conflict_do_nothing(index_elements=[ReminderDelivery.schedule_id,
                                                     ReminderDelivery.fire_at])
             .returning(ReminderDelivery.id, ReminderDelivery.status)).all()
-        session.execute(update(HabitSchedule), advances)  # bulk UPDATE by primary key
+        # One statement for the whole chunk (an executemany would be a round trip per row).
+        session.execute(text(
+            "UPDATE habit_schedules AS s SET next_fire_at = v.next_fire_at "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:fires AS timestamptz[])) "
+            "AS v(id, next_fire_at) WHERE s.id = v.id"),
+            {"ids": [a["id"] for a in advances], "fires": [a["next_fire_at"] for a in advances]})
     pending = [r.id for r in inserted if r.status == "pending"]
     missed = sum(1 for r in inserted if r.status == "missed")
     skipped = sum(1 for r in inserted if r.status == "skipped")
@@ -149,7 +165,7 @@ def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CH
 
 
 def reap_expired(engine: Engine, now: datetime | None = None,
-                 max_age: timedelta = MAX_AGE) -> tuple[list[int], int]:
+                 max_age: timedelta = MAX_AGE) -> tuple[list[Dispatch], int]:
     """Deliveries still pending after their lease: hand them out again (new lease), or mark
     them missed when too old or tried too often. Returns (ids to resend, missed count)."""
     now = now or datetime.now(UTC)
@@ -159,10 +175,12 @@ def reap_expired(engine: Engine, now: datetime | None = None,
             .where(ReminderDelivery.status == "pending", ReminderDelivery.lease_until < now)
             .order_by(ReminderDelivery.lease_until).limit(CLAIM_CHUNK)
             .with_for_update(skip_locked=True)).all()
-        again = [r.id for r in rows if now - r.fire_at <= max_age and r.attempts < MAX_ATTEMPTS]
-        stale = [r.id for r in rows if r.id not in set(again)]
-        if again:
-            session.execute(update(ReminderDelivery).where(ReminderDelivery.id.in_(again))
+        fresh = [r for r in rows if now - r.fire_at <= max_age and r.attempts < MAX_ATTEMPTS]
+        again = [(r.id, r.attempts) for r in fresh]
+        taken = {r.id for r in fresh}
+        stale = [r.id for r in rows if r.id not in taken]
+        if taken:
+            session.execute(update(ReminderDelivery).where(ReminderDelivery.id.in_(taken))
                             .values(lease_until=now + LEASE))
         if stale:
             session.execute(update(ReminderDelivery).where(ReminderDelivery.id.in_(stale))
@@ -170,10 +188,11 @@ def reap_expired(engine: Engine, now: datetime | None = None,
     return again, len(stale)
 
 
-def start_delivery(engine: Engine, delivery_id: int,
+def start_delivery(engine: Engine, delivery_id: int, expected_attempts: int = 0,
                    now: datetime | None = None) -> DeliveryJob | None:
     """Take one pending delivery for sending (renewing its lease); None if it is no longer
-    pending or should be skipped now (checked in meanwhile, blocked, …)."""
+    pending, was already taken by another copy of this hand-out, or should be skipped now
+    (checked in meanwhile, blocked, …)."""
     now = now or datetime.now(UTC)
     with Session(engine) as session, session.begin():
         row = session.execute(
@@ -184,7 +203,8 @@ def start_delivery(engine: Engine, delivery_id: int,
                    User.day_start_hour, User.notifications_enabled, User.is_blocked)
             .join(Habit, Habit.id == ReminderDelivery.habit_id)
             .join(User, User.id == ReminderDelivery.user_id)
-            .where(ReminderDelivery.id == delivery_id, ReminderDelivery.status == "pending")
+            .where(ReminderDelivery.id == delivery_id, ReminderDelivery.status == "pending",
+                   ReminderDelivery.attempts == expected_attempts)
             .with_for_update(of=ReminderDelivery, skip_locked=True)).first()
         if row is None:
             return None

@@ -143,8 +143,8 @@ def test_check_in_from_the_reminder_edits_it_in_place(chat_with, engine, runtime
     with engine.begin() as conn:
         conn.execute(update(HabitSchedule).values(
             next_fire_at=datetime.now(UTC) - timedelta(seconds=5)))
-    [delivery_id] = reminders.claim_due(engine).pending_ids
-    job = reminders.start_delivery(engine, delivery_id)
+    [(delivery_id, attempts)] = reminders.claim_due(engine).dispatches
+    job = reminders.start_delivery(engine, delivery_id, attempts)
     text, markup = render(job, CallbackCodec(runtime.settings.bot_token))
     sent = runtime.sender.call("sendMessage", {"chat_id": 5010, "text": text,
                                                 "parse_mode": "HTML", "reply_markup": markup})

@@ -171,8 +171,8 @@ def test_worker_killed_mid_batch_is_resent_after_the_lease(runtime, engine, redi
     assert reminders.start_delivery(engine, result.pending_ids[0]) is not None
     later = datetime.now(UTC) + reminders.LEASE + timedelta(seconds=1)
     again, missed = reminders.reap_expired(engine, now=later)
-    assert again == result.pending_ids and missed == 0
-    jobs.send_batch(again)
+    assert again == [(result.pending_ids[0], 1)] and missed == 0
+    jobs.send_batch([list(d) for d in again])
     assert [d.status for d in _deliveries(engine)] == ["sent"]
     assert len(emu_client.messages(ALICE, sender="bot")) == 1
 
@@ -202,7 +202,7 @@ def test_telegram_5xx_leaves_it_pending_for_the_reaper(runtime, engine, redis_co
     _work(redis_conn)
     assert _deliveries(engine)[0].status == "pending"
     again, _ = reminders.reap_expired(engine, now=datetime.now(UTC) + timedelta(seconds=1))
-    jobs.send_batch(again)
+    jobs.send_batch([list(d) for d in again])
     assert _deliveries(engine)[0].status == "sent"
 
 
@@ -299,3 +299,22 @@ def test_paid_broadcast_mode_marks_reminders(runtime, engine, redis_conn, emu_cl
     _work(redis_conn)
     [message] = emu_client.messages(ALICE, sender="bot")
     assert message["paid_broadcast"] is True
+
+
+def test_a_reaped_copy_and_the_original_never_both_send(runtime, engine, emu_client, alice):
+    _make_due(engine, _habit(engine, alice), datetime.now(UTC) - timedelta(seconds=5))
+    original = reminders.claim_due(engine).dispatches
+    # The queue was slow: the lease ran out before any worker took the delivery.
+    copy, _ = reminders.reap_expired(
+        engine, now=datetime.now(UTC) + reminders.LEASE + timedelta(seconds=1))
+    assert copy == original  # same hand-out generation
+    assert jobs.send_batch([list(d) for d in original]) == 1
+    assert jobs.send_batch([list(d) for d in copy]) == 0
+    assert len(emu_client.messages(ALICE, sender="bot")) == 1
+
+
+def test_a_stale_generation_cannot_start_a_delivery_someone_else_started(engine, alice):
+    _make_due(engine, _habit(engine, alice), datetime.now(UTC) - timedelta(seconds=5))
+    [(delivery_id, attempts)] = reminders.claim_due(engine).dispatches
+    assert reminders.start_delivery(engine, delivery_id, attempts) is not None
+    assert reminders.start_delivery(engine, delivery_id, attempts) is None
