@@ -214,6 +214,49 @@ def cmd_jobs_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_show(args: argparse.Namespace) -> int:
+    from habitbot.services.operator import user_report
+
+    engine = make_engine(_database_url(), "cli")
+    try:
+        report = user_report(engine, args.telegram_id)
+    finally:
+        engine.dispose()
+    if report is None:
+        return _fail(f"no user with Telegram id {args.telegram_id}")
+    print("\n".join(report.lines))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from habitbot.services.health import HealthChecker
+    from habitbot.services.operator import system_counts
+    from workers import admin
+
+    engine = make_engine(_database_url(), "cli")
+    conn = _redis()
+    checker = HealthChecker(engine, conn)
+    try:
+        overall, checks = checker.run()
+        print(f"health: {overall}")
+        for name, result in checks.items():
+            detail = result.get("error") or (f"{result['age_seconds']}s ago"
+                                             if "age_seconds" in result else "")
+            print(f"  {name:<10} {'ok' if result['ok'] else 'FAIL'}  {detail}")
+        if checks["database"]["ok"]:
+            for label, value in system_counts(engine).items():
+                print(f"{label:<38}{value:>10}")
+        if checks["redis"]["ok"]:
+            for c in admin.counts(conn):
+                print(f"queue {c.name:<10} queued {c.queued:>6}  running {c.started:>4}  "
+                      f"failed {c.failed:>4}")
+    finally:
+        checker.close()
+        conn.close()
+        engine.dispose()
+    return 0 if overall != "fail" else 1
+
+
 def cmd_sandbox_telegram(args: argparse.Namespace) -> int:
     from habitbot.sandbox.telegram_emulator import main as emulator_main
 
@@ -247,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     fsm_reset = fsm_sub.add_parser("reset", help="forget a user's dialog in progress")
     fsm_reset.add_argument("telegram_id", type=_telegram_id)
     fsm_reset.set_defaults(func=cmd_fsm_reset)
+
+    status = sub.add_parser("status", help="one-screen summary: health, users, reminders, queues")
+    status.set_defaults(func=cmd_status)
+
+    users = sub.add_parser("users", help="look at users")
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    show = users_sub.add_parser("show", help="one user: settings, plan, habits, deliveries")
+    show.add_argument("telegram_id", type=_telegram_id)
+    show.set_defaults(func=cmd_users_show)
 
     rem = sub.add_parser("reminders", help="reminder delivery")
     rem_sub = rem.add_subparsers(dest="reminders_command", required=True, metavar="ACTION")

@@ -47,7 +47,9 @@ def _tick(runtime: Runtime) -> int:
         _enqueue(runtime, again)
     claimed = skipped = missed = queued = 0
     while time.monotonic() - started < TICK_BUDGET_SECONDS:
-        result = reminders.claim_due(runtime.engine)
+        result = reminders.claim_due(runtime.engine,
+                                     send_rate=runtime.settings.telegram_global_rate,
+                                     queued_before=queued + len(again))
         claimed += result.claimed
         skipped += result.skipped
         missed += result.missed

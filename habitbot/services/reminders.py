@@ -112,8 +112,13 @@ def _reason(row: Any, day: date, rests: Sequence[Any], by_day: dict[Any, str],
 
 
 def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CHUNK,
-              max_age: timedelta = MAX_AGE) -> ClaimResult:
-    """Claim up to `limit` due schedules; returns the ids of deliveries to send."""
+              max_age: timedelta = MAX_AGE, send_rate: float = 30.0,
+              queued_before: int = 0) -> ClaimResult:
+    """Claim up to `limit` due schedules; returns the ids of deliveries to send.
+
+    Each lease covers the delivery's expected wait in the queue (`queued_before` deliveries
+    ahead of this chunk, sent at `send_rate` per second), so the reaper does not hand out again
+    what is merely waiting its turn."""
     now = now or datetime.now(UTC)
     with Session(engine) as session, session.begin():
         rows = session.execute(
@@ -135,7 +140,8 @@ def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CH
         days = [progress.local_day(r.next_fire_at, r.timezone, r.day_start_hour) for r in rows]
         reasons = _batch_skip_reasons(session, rows, days)
         values, advances = [], []
-        for row, reason in zip(rows, reasons, strict=True):
+        for position, (row, reason) in enumerate(zip(rows, reasons, strict=True)):
+            lease = now + LEASE + timedelta(seconds=(queued_before + position) / send_rate)
             if reason is None and now - row.next_fire_at > max_age:
                 status, reason = "missed", "older than the catch-up window"
             else:
@@ -143,7 +149,7 @@ def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CH
             values.append({"schedule_id": row.schedule_id, "habit_id": row.habit_id,
                            "user_id": row.user_id, "fire_at": row.next_fire_at,
                            "status": status, "error": reason,
-                           "lease_until": now + LEASE if status == "pending" else None})
+                           "lease_until": lease if status == "pending" else None})
             advances.append({"id": row.schedule_id, "next_fire_at": schedules.next_fire(
                 row.timezone, row.local_time, row.schedule_weekdays,
                 max(now, row.next_fire_at))})

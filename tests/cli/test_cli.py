@@ -76,3 +76,33 @@ def test_reminders_run_once_with_nothing_due(settings, database_url, redis_url, 
     result = _run("reminders", "run-once", **make_env(database_url, redis_url, emulator.url))
     assert result.returncode == 0, result.stderr
     assert "reminder tick done, 0 schedules" in result.stdout
+
+
+def test_users_show_and_status(engine, database_url, redis_url, redis_conn):
+    from sqlalchemy import insert
+
+    from habitbot.models import User
+    from habitbot.services.habits import HabitDraft, create_habit
+
+    with engine.begin() as conn:
+        uid = conn.execute(insert(User).values(telegram_id=31337, timezone="Asia/Tokyo")
+                           .returning(User.id)).scalar_one()
+    create_habit(engine, uid, HabitDraft("Secret diary"))
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    shown = _run("users", "show", "31337", **env)
+    assert shown.returncode == 0, shown.stderr
+    assert "timezone Asia/Tokyo" in shown.stdout and "Secret diary [active]" in shown.stdout
+    assert "plan free" in shown.stdout
+    missing = _run("users", "show", "42", **env)
+    assert missing.returncode == 1 and "no user with Telegram id 42" in missing.stderr
+    status = _run("status", **env)
+    # no bot heartbeat in this test: the summary says so and exits 1, but still shows counts
+    assert status.returncode == 1 and "health: fail" in status.stdout
+    assert "bot        FAIL  no heartbeat" in status.stdout
+    assert "habits active" in status.stdout and "queue reminders" in status.stdout
+
+
+def test_status_with_a_dead_database_fails_clearly(pg_proxy, database_url, redis_url):
+    pg_proxy.set_mode("refuse")
+    result = _run("status", DATABASE_URL=pg_proxy.url_for(database_url), REDIS_URL=redis_url)
+    assert result.returncode == 1 and "database   FAIL" in result.stdout

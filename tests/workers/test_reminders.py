@@ -318,3 +318,16 @@ def test_a_stale_generation_cannot_start_a_delivery_someone_else_started(engine,
     [(delivery_id, attempts)] = reminders.claim_due(engine).dispatches
     assert reminders.start_delivery(engine, delivery_id, attempts) is not None
     assert reminders.start_delivery(engine, delivery_id, attempts) is None
+
+
+def test_leases_cover_the_expected_wait_in_the_queue(engine, alice):
+    for n in range(3):
+        _make_due(engine, _habit(engine, alice, f"h{n}"), datetime.now(UTC) - timedelta(
+            seconds=5))
+    now = datetime.now(UTC)
+    reminders.claim_due(engine, now=now, send_rate=1.0, queued_before=100)
+    with engine.connect() as conn:
+        leases = conn.execute(select(ReminderDelivery.lease_until)
+                              .order_by(ReminderDelivery.lease_until)).scalars().all()
+    assert [(lease - now - reminders.LEASE).total_seconds() for lease in leases] == [
+        100.0, 101.0, 102.0]
