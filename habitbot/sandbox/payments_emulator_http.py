@@ -13,16 +13,15 @@ import json
 import logging
 import socket
 import struct
-import threading
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from email.message import Message
 from html import escape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from habitbot.sandbox.http_base import TrackingHandler, TrackingHTTPServer
 from habitbot.sandbox.payments_emulator_faults import Fault
 
 if TYPE_CHECKING:
@@ -123,81 +122,20 @@ def render_page(title: str, rows: Sequence[tuple[str, str]], form_action: str | 
 # ---------------------------------------------------------------- serving
 
 
-class PaymentsHTTPServer(ThreadingHTTPServer):
+class PaymentsHTTPServer(TrackingHTTPServer):
     """Threaded server that tracks its connections so that stopping closes them all."""
-
-    daemon_threads = True
-    allow_reuse_address = True
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], emulator: EmulatorBase) -> None:
         self.emulator = emulator
-        self._connections: set[socket.socket] = set()
-        self._reset: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, PaymentsHandler)
 
-    def track(self, connection: socket.socket, active: bool) -> None:
-        with self._connections_lock:
-            if active:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
 
-    def mark_reset(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._reset.add(connection)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            reset = request in self._reset
-            self._reset.discard(request)
-        if reset:
-            self.close_request(request)
-        else:
-            super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection from %s failed", client_address, exc_info=True)
-
-
-class PaymentsHandler(BaseHTTPRequestHandler):
+class PaymentsHandler(TrackingHandler):
     """One keep-alive connection of the app, a test or a browser."""
 
-    protocol_version = "HTTP/1.1"
     server: PaymentsHTTPServer
     timeout = 120
-
-    def setup(self) -> None:
-        super().setup()
-        with suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, False)
-
-    def log_message(self, fmt: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), fmt % args)
-
-    def do_GET(self) -> None:
-        self.dispatch()
-
-    def do_POST(self) -> None:
-        self.dispatch()
-
-    def do_DELETE(self) -> None:
-        self.dispatch()
 
     def do_PUT(self) -> None:
         self.dispatch()

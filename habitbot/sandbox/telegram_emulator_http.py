@@ -11,13 +11,12 @@ import json
 import logging
 import socket
 import struct
-import threading
 from contextlib import suppress
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from habitbot.sandbox.http_base import TrackingHandler, TrackingHTTPServer
 from habitbot.sandbox.telegram_emulator_api import CoreMethods, Params, Upload, WithDescription
 from habitbot.sandbox.telegram_emulator_api_extra import ExtraMethods
 from habitbot.sandbox.telegram_emulator_control import Control, ControlError
@@ -168,84 +167,22 @@ def _disposition(value: str) -> tuple[str | None, str | None]:
 # ---------------------------------------------------------------- server
 
 
-class EmulatorHTTPServer(ThreadingHTTPServer):
+class EmulatorHTTPServer(TrackingHTTPServer):
     """Threaded server that tracks its connections so that stopping closes them all."""
-
-    daemon_threads = True
-    allow_reuse_address = True
     request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], gateway: BotGateway, control: Control) -> None:
         self.gateway = gateway
         self.control = control
         self.world = gateway.world
-        self._connections: set[socket.socket] = set()
-        self._reset: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, EmulatorHandler)
 
-    def track(self, connection: socket.socket, active: bool) -> None:
-        with self._connections_lock:
-            if active:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
 
-    def mark_reset(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._reset.add(connection)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            reset = request in self._reset
-            self._reset.discard(request)
-        if reset:
-            self.close_request(request)
-        else:
-            super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Wake every handler blocked on a connection by shutting its socket down."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection from %s failed", client_address, exc_info=True)
-
-
-class EmulatorHandler(BaseHTTPRequestHandler):
+class EmulatorHandler(TrackingHandler):
     """One HTTP/1.1 connection (keep-alive) of a bot, a test or the chat page."""
 
-    protocol_version = "HTTP/1.1"
     server: EmulatorHTTPServer
     timeout = 300
-
-    def setup(self) -> None:
-        super().setup()
-        with suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, False)
-
-    def log_message(self, fmt: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), fmt % args)
-
-    def do_GET(self) -> None:
-        self.dispatch()
-
-    def do_POST(self) -> None:
-        self.dispatch()
-
-    def do_DELETE(self) -> None:
-        self.dispatch()
 
     def do_OPTIONS(self) -> None:
         self.send_body(204, b"", "text/plain")
