@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import requests
 
 from habitbot.sandbox.cryptopay_emulator import SIGNATURE_HEADER, CryptoPayEmulator, sign
 from habitbot.sandbox.payments_client import CryptoPayControl, PaymentsEmulatorError
+from habitbot.sandbox.services import port_open
 from tests.sandbox.test_yookassa_emulator import (
     FAST_RETRIES,
     ISO_MS,
@@ -27,6 +27,7 @@ from tests.sandbox.test_yookassa_emulator import (
     assert_shaped_like,
     sample,
 )
+from tests.support.polling import wait_until
 
 TOKEN = "7777:AAtestCryptoPayEmulator"
 OTHER_TOKEN = "8888:AAanotherApp"
@@ -371,15 +372,10 @@ def test_command_line_serves_until_sigterm() -> None:
          "--token", TOKEN, "--log-level", "WARNING"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                response = requests.get(f"http://127.0.0.1:{port}/api/getMe", timeout=1,
-                                        headers={"Crypto-Pay-API-Token": TOKEN})
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.05)
+        wait_until(lambda: port_open(port) or process.poll() is not None, 15,
+                   "the emulator to listen")
+        response = requests.get(f"http://127.0.0.1:{port}/api/getMe", timeout=2,
+                                headers={"Crypto-Pay-API-Token": TOKEN})
         assert response.json()["result"]["app_id"] == 7777
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0

@@ -14,6 +14,7 @@ import requests
 
 from habitbot.sandbox.emulator_client import EmulatorClient, EmulatorError
 from habitbot.sandbox.telegram_emulator import TelegramEmulator
+from tests.support.polling import wait_until
 
 TOKEN = "123456:EMULATOR-TEST"
 USER = 1001
@@ -58,16 +59,6 @@ def api(emu: TelegramEmulator, http: requests.Session) -> Callable[..., tuple[in
         return response.status_code, response.json()
 
     return call
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 def send(api: Callable[..., tuple[int, dict]], text: str = "hi", **params: Any) -> dict:

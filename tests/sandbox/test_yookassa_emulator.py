@@ -22,7 +22,9 @@ import pytest
 import requests
 
 from habitbot.sandbox.payments_client import PaymentsEmulatorError, YooKassaControl
+from habitbot.sandbox.services import port_open
 from habitbot.sandbox.yookassa_emulator import YooKassaEmulator
+from tests.support.polling import wait_until
 
 SHOP_ID = "500105"
 SECRET = "test_EMULATOR-secret"
@@ -659,14 +661,9 @@ def test_command_line_serves_until_sigterm() -> None:
          "--shop-id", SHOP_ID, "--secret-key", SECRET, "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                health = requests.get(f"http://127.0.0.1:{port}/control/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.05)
+        wait_until(lambda: port_open(port) or process.poll() is not None, 15,
+                   "the emulator to listen")
+        health = requests.get(f"http://127.0.0.1:{port}/control/health", timeout=2)
         assert health.json()["ok"] is True
         settings = requests.get(f"http://127.0.0.1:{port}/control/settings", timeout=2).json()
         assert settings["shop_id"] == SHOP_ID
