@@ -2,7 +2,14 @@
 check compare against."""
 
 from habitbot.models.base import Base
-from habitbot.models.billing import Balance, BalanceTransaction, Payment, Subscription
+from habitbot.models.billing import (
+    Balance,
+    BalanceTransaction,
+    Payment,
+    PaymentRefund,
+    PremiumNotice,
+    Subscription,
+)
 from habitbot.models.habits import Habit, HabitCheckin, HabitSchedule
 from habitbot.models.ops import AdminAlert, JobExecutionLog
 from habitbot.models.reminders import ReminderDelivery
@@ -10,6 +17,7 @@ from habitbot.models.users import RestPeriod, User
 
 __all__ = [
     "AdminAlert", "Balance", "BalanceTransaction", "Base", "Habit", "HabitCheckin",
-    "HabitSchedule", "JobExecutionLog", "Payment", "ReminderDelivery", "RestPeriod",
+    "HabitSchedule", "JobExecutionLog", "Payment", "PaymentRefund", "PremiumNotice",
+    "ReminderDelivery", "RestPeriod",
     "Subscription", "User",
 ]

@@ -98,9 +98,10 @@ class BalanceTransaction(Base):
     __table_args__ = (
         CheckConstraint("amount_minor <> 0", name="amount_non_zero"),
         CheckConstraint("balance_after_minor >= 0", name="balance_after_non_negative"),
-        # One credit and one refund per payment at most: a replayed webhook cannot credit twice.
+        # One credit (or purchase) per payment: a replayed webhook cannot credit twice. Refunds
+        # may be partial and several, each keyed by its own `payment_refunds` row.
         Index("uq_balance_transactions_payment_kind", "payment_id", "kind", unique=True,
-              postgresql_where=text("payment_id IS NOT NULL")),
+              postgresql_where=text("payment_id IS NOT NULL AND kind <> 'refund'")),
         Index("ix_balance_transactions_user_created", "user_id", "created_at"),
     )
 
@@ -115,6 +116,8 @@ class BalanceTransaction(Base):
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id",
                                                               ondelete="RESTRICT"))
     description: Mapped[str | None] = mapped_column(String(255))
+    refund_id: Mapped[int | None] = mapped_column(
+        ForeignKey("payment_refunds.id", ondelete="RESTRICT"), unique=True)
     created_at: Mapped[datetime] = utc_now_column()
 
 
@@ -144,4 +147,51 @@ class Subscription(Base):
         ForeignKey("payments.id", ondelete="RESTRICT"), unique=True)
     starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = utc_now_column()
+
+
+NOTICE_KINDS = ("3d", "1d", "expired")
+REFUND_STATUSES = ("pending", "succeeded", "canceled")
+
+
+class PremiumNotice(Base):
+    """One notice per (user, kind, end of the period it is about): a second scheduler or a rerun
+    of the notices job cannot send it twice, and a renewed period gets its own notices."""
+
+    __tablename__ = "premium_notices"
+    __table_args__ = (
+        UniqueConstraint("user_id", "kind", "period_ends_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         nullable=False)
+    kind: Mapped[str] = mapped_column(str_enum(*NOTICE_KINDS, name="notice_kind", length=16),
+                                      nullable=False)
+    tier: Mapped[str] = mapped_column(String(16), nullable=False)  # trial | premium
+    period_ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    sent_at: Mapped[datetime] = utc_now_column()
+
+
+class PaymentRefund(Base):
+    """A refund of (part of) a payment, keyed by the provider's refund id so a replayed
+    `refund.succeeded` is applied once."""
+
+    __tablename__ = "payment_refunds"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_refund_id"),
+        CheckConstraint("amount_minor > 0", name="refund_amount_positive"),
+        Index("ix_payment_refunds_payment", "payment_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id", ondelete="RESTRICT"),
+                                            nullable=False)
+    provider: Mapped[str] = mapped_column(String(16), nullable=False)
+    provider_refund_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    status: Mapped[str] = mapped_column(str_enum(*REFUND_STATUSES, name="refund_status",
+                                                 length=16), nullable=False,
+                                        server_default="succeeded")
+    reason: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = utc_now_column()
