@@ -12,7 +12,9 @@ from rq import Queue
 from habitbot.config import Settings
 from habitbot.runtime import build_runtime
 from habitbot.services.health import HealthChecker
+from webhooks.admin import bp as admin_bp
 from webhooks.health import bp as health_bp
+from webhooks.payments import bp as payments_bp
 from workers import queues
 
 
@@ -26,4 +28,6 @@ def create_app(config: Settings | None = None, configure_logging: bool = True) -
         queue_lengths=lambda: {name: Queue(name, connection=runtime.redis).count
                                for name in queues.ALL})
     app.register_blueprint(health_bp)
+    app.register_blueprint(payments_bp)
+    app.register_blueprint(admin_bp)
     return app
