@@ -19,8 +19,9 @@ Figures (one JSON line each, after a table for people):
 - reminders.duplicated       reminder messages beyond one per chat
 - reminders.interactive_p95  95th percentile of a reply's send_message during the burst, s
 
-Ceiling mode (--ceiling): the limits are lifted (emulator 5000 msg/s global and per chat,
-TELEGRAM_GLOBAL_RATE=5000 and TELEGRAM_CHAT_RATE=5000 for the workers) and one tick for
+Ceiling mode (--ceiling): paid-broadcast mode with the limits lifted (emulator 5000 msg/s
+global and per chat, TELEGRAM_PAID_BROADCAST=true, TELEGRAM_GLOBAL_RATE=5000 and
+TELEGRAM_CHAT_RATE=5000 for the workers) and one tick for
 4,500 users (default) is sent with 2 and with 4 workers, one after the other:
 - reminders.ceiling_rate_w2, reminders.ceiling_rate_w4   reminders per second, first to last
 Where the time goes: the tick's statements are timed in this process (SQLAlchemy cursor
@@ -716,6 +717,8 @@ def prepare(s: Setup) -> None:
                 "TELEGRAM_API_URL": s.emulator.url,
                 "TELEGRAM_GLOBAL_RATE": f"{global_rate:g}",
                 "TELEGRAM_CHAT_RATE": f"{chat_rate:g}"})
+    if args.ceiling:  # paid-broadcast mode: allow_paid_broadcast, batches of PAID_BATCH_SIZE
+        env["TELEGRAM_PAID_BROADCAST"] = "true"
     s.worker_env = env
     s.runtime = build_runtime("bench", "worker", settings=load_settings(env),
                               configure_logging=False)

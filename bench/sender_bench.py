@@ -120,6 +120,7 @@ def bulk_worker(index: int, api_url: str, redis_url: str, overrides: dict[str, A
         started = time.monotonic()
         for thread in pool:
             thread.join()
+        sender.flush_counters()
         results.put(("done", index, {"outcome": dict(outcome),
                                      "seconds": time.monotonic() - started}))
     except Exception:

@@ -15,13 +15,14 @@ first one sends.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, select, text, update
+from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -41,12 +42,12 @@ Dispatch = tuple[int, int]  # (delivery id, attempts when it was handed out)
 class ClaimResult:
     claimed: int
     pending_ids: list[int]
+    skipped: int
+    missed: int
 
     @property
     def dispatches(self) -> list[Dispatch]:
         return [(delivery_id, 0) for delivery_id in self.pending_ids]
-    skipped: int
-    missed: int
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class DeliveryJob:
     local_day: date
 
 
-def _batch_skip_reasons(session: Session, rows: Sequence[Any],
+def _batch_skip_reasons(session: Session | Connection, rows: Sequence[Any],
                         days: Sequence[date]) -> list[str | None]:
     """The reason to skip each claimed row, with a fixed number of queries per chunk."""
     user_ids = {r.user_id for r in rows}
@@ -83,30 +84,36 @@ def _batch_skip_reasons(session: Session, rows: Sequence[Any],
                                       HabitCheckin.local_date >= first,
                                       HabitCheckin.local_date <= last)).all()
     by_day = {(c.habit_id, c.local_date): c.status for c in checkins}
-    reasons: list[str | None] = []
-    for row, day in zip(rows, days, strict=True):
-        reasons.append(_reason(row, day, rests, by_day, checkins))
-    return reasons
+    rests_of: dict[int, list[Any]] = {}
+    for rest in rests:
+        rests_of.setdefault(rest.user_id, []).append(rest)
+    done_of: dict[int, list[date]] = {}
+    for checkin in checkins:
+        if checkin.status == "done":
+            done_of.setdefault(checkin.habit_id, []).append(checkin.local_date)
+    return [_reason(row, day, rests_of.get(row.user_id, ()), by_day,
+                    done_of.get(row.habit_id, ()))
+            for row, day in zip(rows, days, strict=True)]
 
 
 def _reason(row: Any, day: date, rests: Sequence[Any], by_day: dict[Any, str],
-            checkins: Sequence[Any]) -> str | None:
+            done_days: Sequence[date]) -> str | None:
+    """Why this row's reminder is not to be sent (None: send it). `rests` are the user's rest
+    periods near `day`, `done_days` the habit's days checked in as done."""
     if not row.notifications_enabled:
         return "notifications off"
     if row.is_blocked:
         return "blocked the bot"
     if not row.is_active or row.archived_at is not None:
         return "habit inactive"
-    if any(r.user_id == row.user_id and r.starts_on <= day <= r.ends_on
-           and (r.habit_id is None or r.habit_id == row.habit_id) for r in rests):
+    if any(r.starts_on <= day <= r.ends_on and (r.habit_id is None or r.habit_id == row.habit_id)
+           for r in rests):
         return "rest"
     if (row.habit_id, day) in by_day:
         return "already checked in"
     if row.frequency == "times_per_week":
         week_start = day - timedelta(days=day.weekday())
-        done = sum(1 for c in checkins if c.habit_id == row.habit_id and c.status == "done"
-                   and week_start <= c.local_date <= day)
-        if done >= row.times_per_week:
+        if sum(1 for d in done_days if week_start <= d <= day) >= row.times_per_week:
             return "weekly target met"
     return None
 
@@ -194,59 +201,111 @@ def reap_expired(engine: Engine, now: datetime | None = None,
     return again, len(stale)
 
 
-def start_delivery(engine: Engine, delivery_id: int, expected_attempts: int = 0,
-                   now: datetime | None = None) -> DeliveryJob | None:
-    """Take one pending delivery for sending (renewing its lease); None if it is no longer
-    pending, was already taken by another copy of this hand-out, or should be skipped now
-    (checked in meanwhile, blocked, …)."""
+def start_deliveries(bind: Engine | Connection, dispatches: Sequence[Dispatch],
+                     now: datetime | None = None) -> list[DeliveryJob]:
+    """Take a chunk of handed-out deliveries for sending, in one transaction: one locking
+    SELECT, the skip reasons with a fixed number of queries, and one UPDATE for those taken
+    (attempts + 1, lease renewed) and one per skip reason. A delivery no longer pending, taken
+    by another copy of its hand-out (its attempts moved on) or locked by one right now is left
+    out; so is one that should be skipped now (checked in meanwhile, blocked, …). The jobs come
+    back in the order of `dispatches`."""
+    if not dispatches:
+        return []
     now = now or datetime.now(UTC)
-    with Session(engine) as session, session.begin():
-        row = session.execute(
-            select(ReminderDelivery.id, ReminderDelivery.fire_at, Habit.id.label("habit_id"),
-                   Habit.name, Habit.kind, Habit.target_value, Habit.target_unit,
-                   Habit.is_active, Habit.archived_at, Habit.frequency, Habit.times_per_week,
-                   User.id.label("user_id"), User.telegram_id, User.language, User.timezone,
-                   User.day_start_hour, User.notifications_enabled, User.is_blocked)
+    expected = dict(dispatches)
+    with _transaction(bind) as conn:
+        found = conn.execute(
+            select(ReminderDelivery.id, ReminderDelivery.fire_at, ReminderDelivery.attempts,
+                   Habit.id.label("habit_id"), Habit.name, Habit.kind, Habit.target_value,
+                   Habit.target_unit, Habit.is_active, Habit.archived_at, Habit.frequency,
+                   Habit.times_per_week, User.id.label("user_id"), User.telegram_id,
+                   User.language, User.timezone, User.day_start_hour,
+                   User.notifications_enabled, User.is_blocked)
             .join(Habit, Habit.id == ReminderDelivery.habit_id)
             .join(User, User.id == ReminderDelivery.user_id)
-            .where(ReminderDelivery.id == delivery_id, ReminderDelivery.status == "pending",
-                   ReminderDelivery.attempts == expected_attempts)
-            .with_for_update(of=ReminderDelivery, skip_locked=True)).first()
-        if row is None:
-            return None
-        day = progress.local_day(row.fire_at, row.timezone, row.day_start_hour)
-        reason = _batch_skip_reasons(session, [row], [day])[0]
-        if reason is not None:
-            session.execute(update(ReminderDelivery).where(ReminderDelivery.id == delivery_id)
-                            .values(status="skipped", error=reason, lease_until=None))
-            return None
-        session.execute(update(ReminderDelivery).where(ReminderDelivery.id == delivery_id)
-                        .values(attempts=ReminderDelivery.attempts + 1,
-                                lease_until=now + LEASE))
-    return DeliveryJob(row.id, row.fire_at, row.telegram_id, row.language, row.timezone,
-                       row.habit_id, row.name, row.kind, row.target_value, row.target_unit, day)
+            .where(ReminderDelivery.id.in_(list(expected)),
+                   ReminderDelivery.status == "pending")
+            .with_for_update(of=ReminderDelivery, skip_locked=True)).all()
+        rows = [r for r in found if r.attempts == expected[r.id]]
+        if not rows:
+            return []
+        days = [progress.local_day(r.fire_at, r.timezone, r.day_start_hour) for r in rows]
+        reasons = _batch_skip_reasons(conn, rows, days)
+        skipped: dict[str, list[int]] = {}
+        jobs: dict[int, DeliveryJob] = {}
+        for row, day, reason in zip(rows, days, reasons, strict=True):
+            if reason is not None:
+                skipped.setdefault(reason, []).append(row.id)
+                continue
+            jobs[row.id] = DeliveryJob(row.id, row.fire_at, row.telegram_id, row.language,
+                                       row.timezone, row.habit_id, row.name, row.kind,
+                                       row.target_value, row.target_unit, day)
+        for reason, ids in skipped.items():
+            conn.execute(update(ReminderDelivery).where(ReminderDelivery.id.in_(ids))
+                         .values(status="skipped", error=reason, lease_until=None))
+        if jobs:
+            conn.execute(update(ReminderDelivery).where(ReminderDelivery.id.in_(list(jobs)))
+                         .values(attempts=ReminderDelivery.attempts + 1,
+                                 lease_until=now + LEASE))
+    return [jobs[delivery_id] for delivery_id, _ in dispatches if delivery_id in jobs]
 
 
-def finish_delivery(engine: Engine, delivery_id: int, status: str,
+def start_delivery(bind: Engine | Connection, delivery_id: int, expected_attempts: int = 0,
+                   now: datetime | None = None) -> DeliveryJob | None:
+    """`start_deliveries` for one delivery: the job, or None if it is not to be sent."""
+    jobs = start_deliveries(bind, [(delivery_id, expected_attempts)], now)
+    return jobs[0] if jobs else None
+
+
+def finish_delivery(bind: Engine | Connection, delivery_id: int, status: str,
                     message_id: int | None = None, error: str | None = None) -> bool:
-    """pending → sent / failed; False if it was no longer pending (nothing changed)."""
+    """pending → sent / failed; False if it was no longer pending (nothing changed). Pass a
+    held Connection to save a pool checkout per message; each call commits on its own, so a
+    worker killed after a send loses at most that one mark (the at-least-once window)."""
     if status not in ("sent", "failed"):
         raise ValueError(status)
-    with Session(engine) as session, session.begin():
-        done = session.execute(update(ReminderDelivery).where(
-            and_(ReminderDelivery.id == delivery_id, ReminderDelivery.status == "pending"))
-            .values(status=status, telegram_message_id=message_id, error=error,
-                    sent_at=datetime.now(UTC) if status == "sent" else None, lease_until=None)
-            .returning(ReminderDelivery.id)).first()
+    with _transaction(bind, single_statement=True) as conn:
+        done = conn.execute(_FINISH, {
+            "id": delivery_id, "status": status, "message_id": message_id, "error": error,
+            "sent_at": datetime.now(UTC) if status == "sent" else None}).first()
     return done is not None
 
 
-def release_delivery(engine: Engine, delivery_id: int, error: str) -> None:
+# Built once: this runs once per reminder sent, and building the statement each time costs
+# more CPU than running it.
+_FINISH = text(
+    "UPDATE reminder_deliveries SET status = :status, telegram_message_id = :message_id, "
+    "error = :error, sent_at = :sent_at, lease_until = NULL "
+    "WHERE id = :id AND status = 'pending' RETURNING id")
+
+
+def release_delivery(bind: Engine | Connection, delivery_id: int, error: str) -> None:
     """A transient failure: leave it pending with an expired lease so the reaper retries."""
-    with Session(engine) as session, session.begin():
-        session.execute(update(ReminderDelivery).where(
+    with _transaction(bind, single_statement=True) as conn:
+        conn.execute(update(ReminderDelivery).where(
             ReminderDelivery.id == delivery_id, ReminderDelivery.status == "pending")
             .values(error=error[:500], lease_until=datetime.now(UTC)))
+
+
+@contextmanager
+def _transaction(bind: Engine | Connection, single_statement: bool = False
+                 ) -> Iterator[Connection]:
+    """A transaction on a fresh pooled connection (Engine) or on a held one (Connection). A
+    held connection in autocommit serves only a single statement, which is its own
+    transaction."""
+    if isinstance(bind, Engine):
+        with bind.begin() as conn:
+            yield conn
+        return
+    if bind.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        if not single_statement:
+            raise ValueError("several statements need a transaction, not autocommit")
+        yield bind
+        return
+    if bind.in_transaction():
+        bind.rollback()
+    with bind.begin():
+        yield bind
 
 
 def local_fire_time(job: DeliveryJob) -> str:

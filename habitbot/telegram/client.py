@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 import requests
+import urllib3
 
 from habitbot.telegram.errors import TelegramError
 
@@ -35,6 +36,33 @@ def _encode(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class ApiResponse:
+    """An answer of the Bot API as the callers read it (the part of `requests.Response` they
+    use: status_code, reason, content, text, json(), headers)."""
+
+    __slots__ = ("status_code", "reason", "content", "headers")
+
+    def __init__(self, status_code: int, reason: str, content: bytes,
+                 headers: dict[str, str]):
+        self.status_code = status_code
+        self.reason = reason
+        self.content = content
+        self.headers = headers
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+Response = requests.Response | ApiResponse
+# What a failed exchange raises on either path: the callers treat both as network failures.
+NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError)
+TIMEOUT_ERRORS = (requests.Timeout, urllib3.exceptions.TimeoutError)
+
+
 class BotApiClient:
     """A Bot API client bound to one token; thread-safe (one requests.Session per thread)."""
 
@@ -47,11 +75,21 @@ class BotApiClient:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+        # Calls without files go as JSON straight through urllib3 (thread-safe pool): requests
+        # costs about a millisecond of CPU per call more, which caps a reminder burst. Behind
+        # a proxy from the environment every call takes the requests path, which knows it.
+        self._direct: urllib3.PoolManager | None = None
+        if not requests.utils.get_environ_proxies(self.api_url):
+            self._direct = urllib3.PoolManager(num_pools=4, maxsize=16, retries=False)
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            # Proxies from the environment (HTTPS_PROXY, NO_PROXY) are read once here, not on
+            # every request: with trust_env requests re-reads them and ~/.netrc per call.
+            session.proxies.update(requests.utils.get_environ_proxies(self.api_url))
+            session.trust_env = False
             adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
@@ -67,11 +105,24 @@ class BotApiClient:
         for session in sessions:
             session.close()
         self._local = threading.local()
+        if self._direct is not None:
+            self._direct.clear()
 
     def raw_request(self, method: str, params: dict[str, Any] | None = None,
                     files: dict[str, Any] | None = None,
-                    read_timeout: float | None = None) -> requests.Response:
-        """One POST on the pooled session with our timeouts; errors are the caller's to map."""
+                    read_timeout: float | None = None) -> Response:
+        """One POST on a pooled connection with our timeouts; errors (NETWORK_ERRORS) are the
+        caller's to map."""
+        if files is None and self._direct is not None:
+            body = json.dumps({k: v for k, v in (params or {}).items() if v is not None},
+                              ensure_ascii=False).encode("utf-8")
+            answer = self._direct.request(
+                "POST", self._base + method, body=body,
+                headers={"Content-Type": "application/json"},
+                timeout=urllib3.Timeout(connect=self._connect_timeout,
+                                        read=read_timeout or self._read_timeout))
+            return ApiResponse(answer.status, answer.reason or "", answer.data,
+                               dict(answer.headers))
         timeout = (self._connect_timeout, read_timeout or self._read_timeout)
         return self._session().post(self._base + method, data=_encode(params or {}),
                                     files=files, timeout=timeout)
@@ -94,7 +145,7 @@ class BotApiClient:
         return b"".join(chunks)
 
     @staticmethod
-    def parse_response(method: str, response: requests.Response) -> Any:
+    def parse_response(method: str, response: Response) -> Any:
         try:
             body = response.json()
         except ValueError:

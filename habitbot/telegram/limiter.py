@@ -9,7 +9,8 @@ One atomic Lua script, on Redis server time, checks and takes a token from:
   are never starved by reminders, and reminders still use what replies leave,
 - and a shared pause: after a 429 anywhere every sender waits `retry_after`.
 
-It answers 0 (token taken) or the milliseconds to wait before asking again. Buckets are a
+It answers 0 (token taken), the milliseconds to wait before asking again, or -1 (`BLOCKED`)
+when the chat is marked as having blocked the bot — one round trip for both checks. Buckets are a
 little stricter than Telegram's (smaller bursts) so network jitter cannot push a burst over.
 """
 
@@ -34,8 +35,15 @@ PAUSE_KEY = f"{_PREFIX}pause_until"
 GLOBAL_KEY = f"{_PREFIX}bucket:global"
 BULK_KEY = f"{_PREFIX}bucket:bulk"
 DEMAND_KEY = f"{_PREFIX}interactive_seen"
+BLOCKED_PREFIX = f"{_PREFIX}blocked:"
+BLOCKED = -1
+
+
+def blocked_key(chat_id: int | str | None) -> str:
+    return f"{BLOCKED_PREFIX}{chat_id if chat_id is not None else '-'}"
 
 _SCRIPT = """
+if redis.call('EXISTS', KEYS[6]) == 1 then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local pause = tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -124,22 +132,25 @@ class RateLimiter:
         self._sleep = sleep
 
     def try_acquire(self, chat_id: int | str | None, lane: str = INTERACTIVE) -> int:
-        """Take a token now (returns 0) or return the milliseconds to wait."""
+        """Take a token now (returns 0), return the milliseconds to wait, or BLOCKED."""
         lim = self.limits
         chat_key = f"{_PREFIX}bucket:chat:{chat_id if chat_id is not None else '-'}"
         return int(self._script(
-            keys=[GLOBAL_KEY, chat_key, BULK_KEY, PAUSE_KEY, DEMAND_KEY],
+            keys=[GLOBAL_KEY, chat_key, BULK_KEY, PAUSE_KEY, DEMAND_KEY, blocked_key(chat_id)],
             args=[lim.global_rate, lim.global_burst, lim.chat_rate, lim.chat_burst,
                   lim.bulk_share, BULK if lane == BULK else INTERACTIVE,
                   lim.interactive_window_ms, lim.interactive_reserve]))
 
     def acquire(self, chat_id: int | str | None, lane: str = INTERACTIVE,
                 deadline: float | None = None) -> float:
-        """Block until a token is taken; returns the seconds waited. Raises TimeoutError
-        when `deadline` (a time.monotonic() value) passes first."""
+        """Block until a token is taken; returns the seconds waited, or BLOCKED (no token
+        taken) when the chat blocked the bot. Raises TimeoutError when `deadline` (a
+        time.monotonic() value) passes first."""
         started = time.monotonic()
         while True:
             wait_ms = self.try_acquire(chat_id, lane)
+            if wait_ms == BLOCKED:
+                return BLOCKED
             if wait_ms == 0:
                 return time.monotonic() - started
             delay = wait_ms / 1000 + random.uniform(0, 0.01)

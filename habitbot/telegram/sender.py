@@ -14,22 +14,25 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
-import requests
 
 from habitbot.redis_client import KEY_PREFIX
-from habitbot.telegram.client import BotApiClient
+from habitbot.telegram.client import NETWORK_ERRORS, TIMEOUT_ERRORS, BotApiClient, Response
 from habitbot.telegram.errors import TelegramError, TelegramNetworkError
-from habitbot.telegram.limiter import INTERACTIVE, RateLimiter
+from habitbot.telegram.limiter import BLOCKED, BLOCKED_PREFIX, BULK, INTERACTIVE, RateLimiter
 
 log = logging.getLogger(__name__)
 
 METRICS_KEY = f"{KEY_PREFIX}metrics:sender"
-BLOCKED_PREFIX = f"{KEY_PREFIX}tg:blocked:"
+# Bulk-lane counters are added up here and written at most this often (and at the end of each
+# reminder batch): one Redis round trip per send fewer at high rates.
+COUNTER_FLUSH_SECONDS = 1.0
+BUFFERED = frozenset({"sent", "wait_ms"})  # the rest (429s, failures) is written at once
 BLOCKED_TTL = 90 * 24 * 3600
 MAX_TRANSIENT_ATTEMPTS = 5
 MAX_RATE_LIMITED_ATTEMPTS = 20
@@ -54,7 +57,7 @@ def _chat_of(params: dict[str, Any] | None) -> Any:
     return (params or {}).get("chat_id")
 
 
-def _error_of(method: str, response: requests.Response) -> TelegramError | None:
+def _error_of(method: str, response: Response) -> TelegramError | None:
     try:
         BotApiClient.parse_response(method, response)
     except TelegramError as exc:
@@ -71,6 +74,9 @@ class Sender:
         self.limiter = limiter
         self._on_blocked = on_blocked
         self._sleep = sleep
+        self._pending: dict[str, int] = {}
+        self._pending_lock = threading.Lock()
+        self._flushed_at = time.monotonic()
 
     # -- public ----------------------------------------------------------------------------
     def call(self, method: str, params: dict[str, Any] | None = None, *,
@@ -92,25 +98,23 @@ class Sender:
 
     def perform(self, method: str, params: dict[str, Any] | None = None, *,
                 files: dict[str, Any] | None = None, lane: str = INTERACTIVE,
-                read_timeout: float | None = None) -> requests.Response:
+                read_timeout: float | None = None) -> Response:
         """The HTTP exchange with limiter, retries and error mapping; returns the last
         response (an error response too, for permanent errors) or raises TelegramError for
         network failures after the retries."""
         limited = _is_limited(method)
         chat_id = _chat_of(params)
-        if limited and chat_id is not None and self._is_blocked(chat_id):
-            self._count(lane, "skipped_blocked")
-            raise ChatBlocked(method, chat_id)
         transient = rate_limited = 0
         while True:
-            if limited:
-                self._wait_for_token(chat_id, lane)
+            if limited and not self._wait_for_token(chat_id, lane):
+                self._count(lane, "skipped_blocked")
+                raise ChatBlocked(method, chat_id)
             try:
                 response = self.client.raw_request(method, params, files, read_timeout)
                 error = _error_of(method, response)
-            except requests.Timeout:
+            except TIMEOUT_ERRORS:
                 response, error = None, TelegramNetworkError(method, "timeout")
-            except requests.RequestException as exc:
+            except NETWORK_ERRORS as exc:
                 response, error = None, TelegramNetworkError(method, type(exc).__name__)
             if error is None:
                 if limited:
@@ -141,7 +145,8 @@ class Sender:
             return response
 
     # -- internals -------------------------------------------------------------------------
-    def _wait_for_token(self, chat_id: Any, lane: str) -> None:
+    def _wait_for_token(self, chat_id: Any, lane: str) -> bool:
+        """Take a token (False: the chat blocked the bot, nothing may be sent to it)."""
         try:
             waited = self.limiter.acquire(chat_id, lane)
         except redis.RedisError:
@@ -149,9 +154,12 @@ class Sender:
             log.warning("rate limiter unavailable, sending unthrottled at 1/s",
                         extra={"lane": lane})
             self._sleep(1.0)
-            return
+            return True
+        if waited == BLOCKED:
+            return False
         if waited > 0:
             self._count(lane, "wait_ms", int(waited * 1000))
+        return True
 
     def _on_rate_limited(self, method: str, chat_id: Any, lane: str,
                          error: TelegramError) -> None:
@@ -165,7 +173,7 @@ class Sender:
             self._sleep(retry_after)
 
     def _give_up(self, method: str, chat_id: Any, lane: str, error: TelegramError,
-                 response: requests.Response | None) -> requests.Response:
+                 response: Response | None) -> Response:
         self._count(lane, "failed_transient")
         log.error("telegram call failed after retries", extra={
             "method": method, "chat_id": chat_id, "lane": lane, "code": error.code,
@@ -188,17 +196,33 @@ class Sender:
             except Exception:
                 log.exception("could not store the blocked flag", extra={"chat_id": chat_id})
 
-    def _is_blocked(self, chat_id: Any) -> bool:
-        try:
-            return bool(self._redis.exists(f"{BLOCKED_PREFIX}{chat_id}"))
-        except redis.RedisError:
-            return False
-
     def _count(self, lane: str, what: str, amount: int = 1) -> None:
+        if lane == BULK and what in BUFFERED:
+            with self._pending_lock:
+                field = f"{lane}:{what}"
+                self._pending[field] = self._pending.get(field, 0) + amount
+            if time.monotonic() - self._flushed_at >= COUNTER_FLUSH_SECONDS:
+                self.flush_counters()
+            return
         try:
             self._redis.hincrby(METRICS_KEY, f"{lane}:{what}", amount)
         except redis.RedisError:
             pass
+
+    def flush_counters(self) -> None:
+        """Write the added-up bulk counters (one pipelined round trip)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+            self._flushed_at = time.monotonic()
+        if not pending:
+            return
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for field, amount in pending.items():
+                pipe.hincrby(METRICS_KEY, field, amount)
+            pipe.execute()
+        except redis.RedisError:
+            log.warning("could not write the sender counters", extra={"fields": len(pending)})
 
 
 def metrics(conn: redis.Redis) -> dict[str, int]:

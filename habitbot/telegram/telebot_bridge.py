@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
 from telebot import apihelper
 
+from habitbot.telegram.client import Response
 from habitbot.telegram.limiter import INTERACTIVE
 from habitbot.telegram.sender import Sender
 
@@ -20,7 +20,7 @@ from habitbot.telegram.sender import Sender
 def install(sender: Sender) -> None:
     def send(http_method: str, url: str, params: dict[str, Any] | None = None,
              files: dict[str, Any] | None = None, timeout: Any = None,
-             proxies: Any = None, **_: Any) -> requests.Response:
+             proxies: Any = None, **_: Any) -> Response:
         api_method = url.rsplit("/", 1)[-1]
         read_timeout = None
         if isinstance(timeout, tuple):

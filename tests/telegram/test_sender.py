@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import redis
 
@@ -46,8 +48,10 @@ def test_429_pauses_everyone_and_is_retried(sender, emu_client, redis_conn):
     emu_client.add_fault("429", count=1, retry_after=1)
     assert sender.send_message(ALICE, "after pause", lane=BULK)["text"] == "after pause"
     assert _requests(emu_client) == 2
-    counters = metrics(redis_conn)
-    assert counters["bulk:rate_limited"] == 1 and counters["bulk:sent"] == 1
+    assert metrics(redis_conn)["bulk:rate_limited"] == 1  # written at once
+    assert "bulk:sent" not in metrics(redis_conn)  # added up, written by flush_counters
+    sender.flush_counters()
+    assert metrics(redis_conn)["bulk:sent"] == 1
     assert redis_conn.exists("habitbot:tg:pause_until")
 
 
@@ -106,3 +110,29 @@ def test_redis_down_still_sends(emulator, emu_client, redis_proxy, redis_url):
     finally:
         client.close()
         conn.close()
+
+
+def test_an_unreachable_api_is_a_network_error_after_the_retries(redis_conn):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = BotApiClient(f"http://127.0.0.1:{port}", TEST_TOKEN, connect_timeout=0.5)
+    sender = Sender(client, redis_conn, RateLimiter(redis_conn), sleep=lambda s: None)
+    try:
+        with pytest.raises(TelegramNetworkError):
+            sender.send_message(ALICE, "nobody listens", lane=BULK)
+    finally:
+        client.close()
+    sender.flush_counters()
+    assert metrics(redis_conn)["bulk:failed_transient"] == 1
+
+
+def test_files_go_as_multipart_and_the_rest_as_json(sender, emu_client):
+    """Two paths to the same API: uploads through requests, plain calls straight as JSON."""
+    document = sender.call("sendDocument", {"chat_id": ALICE, "caption": "export"},
+                           files={"document": ("habits.json", b"{}", "application/json")})
+    assert document["document"]["file_name"] == "habits.json"
+    markup = {"inline_keyboard": [[{"text": "ok", "callback_data": "x"}]]}
+    message = sender.call("sendMessage", {"chat_id": ALICE, "text": "json",
+                                          "reply_markup": markup, "disable_notification": True})
+    assert message["reply_markup"] == markup

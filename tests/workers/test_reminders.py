@@ -331,3 +331,45 @@ def test_leases_cover_the_expected_wait_in_the_queue(engine, alice):
                               .order_by(ReminderDelivery.lease_until)).scalars().all()
     assert [(lease - now - reminders.LEASE).total_seconds() for lease in leases] == [
         100.0, 101.0, 102.0]
+
+
+def test_a_chunk_is_started_together_skipping_and_keeping_its_order(engine, emu_client, alice):
+    with engine.begin() as conn:  # four habits: premium
+        conn.execute(update(User).where(User.id == alice).values(
+            tier="premium", premium_ends_at=datetime.now(UTC) + timedelta(days=30)))
+    habit_ids = [_habit(engine, alice, f"h{n}") for n in range(4)]
+    for habit_id in habit_ids:
+        _make_due(engine, habit_id, datetime.now(UTC) - timedelta(seconds=5))
+    dispatches = dict(reminders.claim_due(engine).dispatches)
+    with engine.connect() as conn:
+        by_habit = {r.habit_id: (r.id, dispatches[r.id]) for r in conn.execute(
+            select(ReminderDelivery.id, ReminderDelivery.habit_id))}
+    # Checked in meanwhile: skipped at start. Already started by a reaped copy: left out.
+    svc.check_in(engine, alice, habit_ids[1], datetime.now(UTC).date())
+    reminders.start_delivery(engine, *by_habit[habit_ids[2]])
+    order = [by_habit[habit_ids[3]], by_habit[habit_ids[0]], by_habit[habit_ids[1]],
+             by_habit[habit_ids[2]]]
+    with engine.connect() as conn:
+        jobs_started = reminders.start_deliveries(conn, order)
+    assert [j.habit_id for j in jobs_started] == [habit_ids[3], habit_ids[0]]
+    statuses = dict(_deliveries_by_habit(engine))
+    assert statuses[habit_ids[1]] == ("skipped", "already checked in")
+    assert statuses[habit_ids[2]][0] == "pending"
+
+
+def _deliveries_by_habit(engine):
+    with engine.connect() as conn:
+        return [(r.habit_id, (r.status, r.error)) for r in conn.execute(
+            select(ReminderDelivery.habit_id, ReminderDelivery.status, ReminderDelivery.error))]
+
+
+def test_an_autocommit_connection_serves_marks_but_not_a_chunk_start(engine, alice):
+    _make_due(engine, _habit(engine, alice), datetime.now(UTC) - timedelta(seconds=5))
+    [dispatch] = reminders.claim_due(engine).dispatches
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as marks:
+        with pytest.raises(ValueError, match="transaction"):
+            reminders.start_deliveries(marks, [dispatch])
+        assert reminders.start_delivery(engine, *dispatch) is not None
+        assert reminders.finish_delivery(marks, dispatch[0], "sent", message_id=77) is True
+        assert reminders.finish_delivery(marks, dispatch[0], "sent", message_id=78) is False
+    assert _deliveries(engine) == [("sent", None, 77)]
