@@ -28,7 +28,7 @@ _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,200}$")
 
 SECRET_VARS = frozenset(
     {"BOT_TOKEN", "DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN", "YOOKASSA_SECRET_KEY",
-     "CRYPTOBOT_TOKEN"}
+     "CRYPTOBOT_TOKEN", "METRICS_TOKEN"}
 )
 
 
@@ -44,6 +44,7 @@ class Settings:
     telegram_api_url: str = DEFAULT_TELEGRAM_API_URL
     alert_chat_id: int | None = None
     admin_token: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
     yookassa_shop_id: str | None = None
     yookassa_secret_key: str | None = field(default=None, repr=False)
     yookassa_api_url: str = DEFAULT_YOOKASSA_API_URL
@@ -175,6 +176,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                 "an http(s) URL"),
         alert_chat_id=_parse(env, "ALERT_CHAT_ID", _chat_id, None, "a non-zero integer chat id"),
         admin_token=_get(env, "ADMIN_TOKEN"),
+        metrics_token=_get(env, "METRICS_TOKEN"),
         yookassa_shop_id=_get(env, "YOOKASSA_SHOP_ID"),
         yookassa_secret_key=_get(env, "YOOKASSA_SECRET_KEY"),
         yookassa_api_url=_parse(env, "YOOKASSA_API_URL", _http_url, DEFAULT_YOOKASSA_API_URL,

@@ -1,4 +1,4 @@
-"""Flask application factory: `/health` now; provider webhooks, `/admin` and `/metrics` join it.
+"""Flask application factory: `/health`, the provider webhooks, `/admin` and `/metrics`.
 
 `create_app(config=None)` reads the environment when no settings are passed, so gunicorn runs
 `webhooks.app:create_app()` and tests pass their own settings.
@@ -6,14 +6,18 @@
 
 from __future__ import annotations
 
-from flask import Flask
+import time
+
+from flask import Flask, Response, g, request
 from rq import Queue
 
+from habitbot import metrics
 from habitbot.config import Settings
 from habitbot.runtime import build_runtime
 from habitbot.services.health import HealthChecker
 from webhooks.admin import bp as admin_bp
 from webhooks.health import bp as health_bp
+from webhooks.metrics import bp as metrics_bp
 from webhooks.payments import bp as payments_bp
 from workers import queues
 
@@ -30,4 +34,28 @@ def create_app(config: Settings | None = None, configure_logging: bool = True) -
     app.register_blueprint(health_bp)
     app.register_blueprint(payments_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(metrics_bp)
+    _count_requests(app)
     return app
+
+
+def _count_requests(app: Flask) -> None:
+    """Requests by endpoint (the route's name, not the path: bounded cardinality) and status,
+    and their duration. /metrics itself is not counted."""
+
+    @app.before_request
+    def started() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def counted(response: Response) -> Response:
+        endpoint = request.endpoint or "unmatched"
+        if endpoint != "metrics.scrape":
+            redis_conn = app.extensions["habitbot"].redis
+            with metrics.Batch(redis_conn) as batch:
+                batch.incr("habitbot_http_requests_total", endpoint=endpoint,
+                           status=response.status_code)
+                batch.observe("habitbot_http_request_duration_seconds",
+                              time.perf_counter() - g.get("started", time.perf_counter()),
+                              endpoint=endpoint)
+        return response

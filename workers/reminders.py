@@ -16,6 +16,7 @@ from rq.job import Retry
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from habitbot import metrics
 from habitbot.i18n import Translator
 from habitbot.runtime import Runtime
 from habitbot.services import reminders
@@ -33,6 +34,7 @@ PAID_BATCH_SIZE = 200  # at paid-broadcast rates a new job (fork, runtime) per 1
 START_CHUNK = 25
 TICK_BUDGET_SECONDS = 40.0
 SEND_JOB_TIMEOUT = 600
+LATE_AFTER_SECONDS = 60.0  # "within a minute of its time"
 
 
 def _enqueue(runtime: Runtime, dispatches: list[reminders.Dispatch]) -> int:
@@ -68,6 +70,11 @@ def _tick(runtime: Runtime) -> int:
     log.info(f"habit_reminders: sent {queued}", extra={
         "claimed": claimed, "queued": queued, "skipped": skipped,
         "missed": missed + reaped_missed, "requeued": len(again)})
+    with metrics.Batch(runtime.redis) as batch:
+        for outcome, count in (("claimed", claimed), ("skipped", skipped),
+                               ("missed", missed + reaped_missed), ("requeued", len(again))):
+            if count:
+                batch.incr("habitbot_reminders_total", count, outcome=outcome)
     return claimed + len(again)
 
 
@@ -113,14 +120,16 @@ def send_batch(dispatches: list[list[int]]) -> int:
     codec = CallbackCodec(runtime.settings.bot_token)
     paid = runtime.settings.telegram_paid_broadcast
     sent = 0
+    counted = metrics.Batch(runtime.redis)
     try:
         with runtime.engine.connect() as conn, _marks_connection(runtime.engine) as marks:
             for first in range(0, len(dispatches), START_CHUNK):
                 chunk = [(int(d[0]), int(d[1])) for d in dispatches[first:first + START_CHUNK]]
                 for job in reminders.start_deliveries(conn, chunk):
-                    sent += _send_one(runtime, marks, codec, job, paid)
+                    sent += _send_one(runtime, marks, codec, job, paid, counted)
     finally:
         runtime.sender.flush_counters()
+        counted.flush()
     log.info("reminder batch done", extra={"deliveries": len(dispatches), "sent": sent,
                                            "at": datetime.now(UTC).isoformat()})
     return sent
@@ -141,7 +150,7 @@ def _marks_connection(engine: Engine) -> Iterator[Connection]:
 
 
 def _send_one(runtime: Runtime, conn: Connection, codec: CallbackCodec,
-              job: reminders.DeliveryJob, paid: bool) -> int:
+              job: reminders.DeliveryJob, paid: bool, counted: metrics.Batch) -> int:
     text, markup = render(job, codec)
     params: dict[str, object] = {"chat_id": job.telegram_id, "text": text,
                                  "parse_mode": "HTML", "reply_markup": markup}
@@ -153,8 +162,16 @@ def _send_one(runtime: Runtime, conn: Connection, codec: CallbackCodec,
         if exc.permanent:
             reminders.finish_delivery(conn, job.delivery_id, "failed",
                                       error=f"{exc.code} {exc.description}"[:500])
+            counted.incr("habitbot_reminders_total", outcome="failed")
         else:  # the reaper hands it out again within the catch-up window
             reminders.release_delivery(conn, job.delivery_id, f"{exc.code} {exc.description}")
         return 0
-    return int(reminders.finish_delivery(conn, job.delivery_id, "sent",
-                                         message_id=message.get("message_id")))
+    if not reminders.finish_delivery(conn, job.delivery_id, "sent",
+                                     message_id=message.get("message_id")):
+        return 0
+    delay = (datetime.now(UTC) - job.fire_at).total_seconds()
+    counted.incr("habitbot_reminders_total", outcome="sent")
+    if delay > LATE_AFTER_SECONDS:
+        counted.incr("habitbot_reminders_total", outcome="late")
+    counted.observe("habitbot_reminder_delay_seconds", delay)
+    return 1

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, text
 
+from habitbot import metrics
 from habitbot.redis_client import KEY_PREFIX
 from habitbot.services import heartbeat
 from habitbot.services.schema import check_schema
@@ -61,6 +62,7 @@ class HealthChecker:
         self.limits = limits or HealthLimits()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
         self._inflight: dict[str, Future] = {}
+        self._metrics_write: Future | None = None
         self._lock = threading.Lock()
         self._schema_cache: tuple[float, dict[str, Any]] | None = None
 
@@ -149,7 +151,24 @@ class HealthChecker:
                 results[name] = future.result(timeout=remaining)
             except FutureTimeout:
                 results[name] = {"ok": False, "error": f"timed out after {limit:.1f}s"}
+        self._record(results, futures)
         return overall_status(results), results
+
+    def _record(self, results: dict[str, dict[str, Any]],
+                futures: dict[str, tuple[Future | None, float]]) -> None:
+        """Each check's duration to /metrics, written from the pool so a hanging Redis
+        never slows /health down."""
+        with self._lock:
+            if self._metrics_write is not None and not self._metrics_write.done():
+                return  # the last write still hangs: skip this one rather than pile up
+            batch = metrics.Batch(self._redis)
+            for name, result in results.items():
+                seconds = result.get("duration_ms", futures[name][1] * 1000) / 1000
+                batch.observe("habitbot_health_check_seconds", seconds, check=name)
+            try:
+                self._metrics_write = self._pool.submit(batch.flush)
+            except RuntimeError:  # shutting down
+                pass
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -60,6 +60,14 @@ def alembic_config_for(database_url: str) -> Config:
     return cfg
 
 
+def revision_below_head() -> str | None:
+    """The revision one migration below the code's head (what `alembic downgrade -1` leaves:
+    a skipped migration)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    below = script.get_revision(script.get_current_head()).down_revision
+    return below if isinstance(below, str) or below is None else sorted(below)[0]
+
+
 def code_heads() -> tuple[str, ...]:
     return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
 

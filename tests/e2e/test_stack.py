@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from habitbot.db import make_engine
 from habitbot.models import User
+from habitbot.services import schema
 from habitbot.services.habits import HabitDraft, create_habit
 from habitbot.services.schema import alembic_config_for, run_deploy_gate
 from tests.conftest import ALERT_CHAT, make_env, redis_db
@@ -72,7 +73,7 @@ def test_stack_starts_serves_survives_drift_and_restarts(stack, emu_client, scra
     body = wait_until(lambda: (lambda b: b if not b.get("checks", {}).get("schema", {}).get(
         "ok", True) else None)(stack.health()[1]), 45, "/health schema failing")
     assert body["status"] == "degraded", body
-    assert "revision 0003" in body["checks"]["schema"]["error"]
+    assert f"revision {schema.revision_below_head()}" in body["checks"]["schema"]["error"]
     wait_until(lambda: "DEGRADED mode" in stack.log("bot"), 30, "bot degraded")
     assert "temporarily unavailable" in _ask(emu_client, "/help")
     wait_until(lambda: "circuit breaker open" in stack.log("scheduler"), 30,

@@ -9,7 +9,7 @@ from alembic import command
 
 from habitbot.config import load_settings
 from habitbot.db import make_engine
-from habitbot.services import heartbeat
+from habitbot.services import heartbeat, schema
 from habitbot.services.health import worker_beat
 from habitbot.services.schema import alembic_config_for, run_deploy_gate
 from tests.conftest import make_env
@@ -114,4 +114,5 @@ def test_schema_drift_is_degraded_with_the_reason(scratch_database, redis_url, a
     command.downgrade(alembic_config_for(scratch_database), "-1")
     status, body = _get(_app(scratch_database, redis_url))
     assert status == 200 and body["status"] == "degraded"
-    assert "database is at revision 0003" in body["checks"]["schema"]["error"]
+    below = schema.revision_below_head()
+    assert f"database is at revision {below}" in body["checks"]["schema"]["error"]
