@@ -64,7 +64,8 @@ def revision_below_head() -> str | None:
     """The revision one migration below the code's head (what `alembic downgrade -1` leaves:
     a skipped migration)."""
     script = ScriptDirectory.from_config(alembic_config())
-    below = script.get_revision(script.get_current_head()).down_revision
+    head = script.get_revision(script.get_current_head() or "head")
+    below = head.down_revision if head is not None else None
     return below if isinstance(below, str) or below is None else sorted(below)[0]
 
 
