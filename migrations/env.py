@@ -32,6 +32,9 @@ def run_migrations_offline() -> None:
 def _run(connection) -> None:
     connection.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
     connection.execute(text(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'"))
+    # Session settings outlive this commit; alembic then owns the transactions (one per
+    # migration), which lets a migration leave them for an autocommit block (CONCURRENTLY).
+    connection.commit()
     context.configure(connection=connection, target_metadata=target_metadata,
                       compare_type=True, transaction_per_migration=True)
     with context.begin_transaction():

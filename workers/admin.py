@@ -52,16 +52,19 @@ def periodic(conn: redis.Redis) -> list[tuple[str, datetime, int | None]]:
     return sorted(jobs)
 
 
-def failed(conn: redis.Redis) -> list[FailedJob]:
+def failed(conn: redis.Redis, limit: int | None = None) -> list[FailedJob]:
+    """Failed jobs of every queue with the last line of their error; at most `limit` per
+    queue (all when None)."""
     out = []
     for name in queues.ALL:
         registry = FailedJobRegistry(queue=Queue(name, connection=conn))
-        for job_id in registry.get_job_ids():
+        for job_id in registry.get_job_ids(0, -1 if limit is None else limit - 1):
             try:
                 job = Job.fetch(job_id, connection=conn)
             except NoSuchJobError:
                 continue
-            error = (job.exc_info or "").strip().splitlines()
+            result = job.latest_result()
+            error = ((result.exc_string if result else None) or "").strip().splitlines()
             out.append(FailedJob(job.id, name, job.func_name or "?", job.ended_at,
                                  error[-1][:300] if error else ""))
     return out

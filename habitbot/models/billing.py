@@ -48,6 +48,7 @@ class Payment(Base):
                         name="subscription_has_plan"),
         CheckConstraint("char_length(currency) BETWEEN 3 AND 8", name="currency_code"),
         Index("ix_payments_user_created", "user_id", "created_at"),
+        Index("ix_payments_created_at", "created_at"),
         Index("ix_payments_open", "status", "created_at",
               postgresql_where=text("status IN ('pending', 'waiting_for_capture')")),
     )

@@ -42,6 +42,9 @@ class Habit(Base):
         CheckConstraint("weekdays BETWEEN 1 AND 127", name="weekdays_mask"),
         CheckConstraint("times_per_week BETWEEN 1 AND 7", name="times_per_week_range"),
         Index("ix_habits_user_active", "user_id", "is_active"),
+        # Dashboard aggregates over a million users: new habits per day, habits active.
+        Index("ix_habits_created_at", "created_at"),
+        Index("ix_habits_active", "id", postgresql_where=text("is_active")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -106,6 +109,7 @@ class HabitCheckin(Base):
         UniqueConstraint("habit_id", "local_date"),
         CheckConstraint("value IS NULL OR value >= 0", name="value_non_negative"),
         Index("ix_habit_checkins_user_date", "user_id", "local_date"),
+        Index("ix_habit_checkins_date_status", "local_date", "status"),  # check-ins per day
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

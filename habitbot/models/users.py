@@ -36,6 +36,8 @@ class User(Base):
               postgresql_where=text("trial_ends_at IS NOT NULL")),
         Index("ix_users_summary_zone", "timezone", "weekly_summary_weekday",
               postgresql_where=text("weekly_summary_enabled AND NOT is_blocked")),
+        Index("ix_users_last_seen_at", "last_seen_at"),  # active users
+        Index("ix_users_blocked", "id", postgresql_where=text("is_blocked")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
