@@ -22,7 +22,6 @@ from habitbot.services.health import worker_beat
 from tests.support.browser import chromium, wait
 from tests.webhooks.test_admin import TOKEN, _app, _close, make_failed_job, populate
 
-
 pytestmark = pytest.mark.e2e
 SCREENSHOTS = Path("/tmp")
 CANVAS_DRAWN = """
