@@ -75,7 +75,8 @@ check-schema: install ## verify the schema without changing it
 	@$(VENV)/bin/habitbot check-schema
 
 bench: install ## run the benchmarks (ratios to limits, one JSON line per figure)
-	@for b in bench/sender_bench.py bench/due_selection_bench.py bench/reminders_bench.py; do \
+	@for b in bench/sender_bench.py bench/due_selection_bench.py bench/reminders_bench.py \
+	         bench/webhook_bench.py; do \
 	  $(PY) $$b || exit 1; done
 
 ctl: ## supervisorctl for the running stack: make ctl ARGS="status"

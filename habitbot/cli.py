@@ -327,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--port", type=int, default=8081)
     tg.add_argument("--token", default="123456:SANDBOX")
     tg.set_defaults(func=cmd_sandbox_telegram)
+
+    from habitbot.cli_payments import register as register_payments
+    register_payments(sub)
     return parser
 
 

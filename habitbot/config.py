@@ -60,6 +60,15 @@ class Settings:
     alert_cooldown_seconds: int = 900
     schema_check_interval: int = 60
     db_connect_timeout: int = 3
+    trial_days: int = 7
+    # Minor units per plan and currency (kopecks, cents; whole stars for XTR).
+    prices: dict[str, dict[str, int]] = field(default_factory=lambda: {
+        "month": {"RUB": 19900, "USD": 299, "XTR": 150},
+        "year": {"RUB": 149000, "USD": 2299, "XTR": 1100}})
+    topup_amounts: tuple[int, ...] = (10000, 30000, 50000, 100000)
+    payment_return_url: str | None = None
+    cryptobot_accepted_assets: str = "USDT,TON,BTC,ETH,LTC,BNB,TRX,USDC"
+    cryptobot_invoice_expires_in: int = 3600
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return f"Settings(telegram_api_url={self.telegram_api_url!r}, port={self.port})"
@@ -140,6 +149,41 @@ def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, 
     return tuple(ipaddress.ip_network(p, strict=False) for p in parts)
 
 
+def _prices(raw: str) -> dict[str, int]:
+    """"RUB:19900,USD:299,XTR:150" → {"RUB": 19900, ...}: minor units, positive."""
+    out: dict[str, int] = {}
+    for part in raw.split(","):
+        currency, _, amount = part.strip().partition(":")
+        currency = currency.strip().upper()
+        if not re.fullmatch(r"[A-Z]{3,8}", currency) or currency in out:
+            raise ValueError(raw)
+        out[currency] = _positive_int(amount.strip())
+    return out
+
+
+def _amounts(raw: str) -> tuple[int, ...]:
+    values = tuple(_positive_int(p.strip()) for p in raw.split(",") if p.strip())
+    if not values or len(values) > 8 or any(v % 100 for v in values):
+        raise ValueError(raw)
+    return tuple(sorted(set(values)))
+
+
+def _assets(raw: str) -> str:
+    parts = [p.strip().upper() for p in raw.split(",") if p.strip()]
+    if not parts or not all(re.fullmatch(r"[A-Z0-9]{2,10}", p) for p in parts):
+        raise ValueError(raw)
+    return ",".join(parts)
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(raw)
+        return value
+    return parse
+
+
 def _require(env: Mapping[str, str], name: str, expected: str) -> str:
     value = _get(env, name)
     if value is None:
@@ -168,6 +212,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not _TOKEN_RE.match(token):
         raise ConfigError("BOT_TOKEN is invalid: expected a token like 123456:ABC-DEF, "
                           "got <hidden>")
+    defaults = Settings("", "", "")
     return Settings(
         bot_token=token,
         database_url=_database_url(env),
@@ -203,4 +248,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                      "a positive number of seconds"),
         db_connect_timeout=_parse(env, "DB_CONNECT_TIMEOUT", _positive_int, 3,
                                   "a positive number of seconds"),
+        trial_days=_parse(env, "TRIAL_DAYS", _bounded(1, 365), 7, "a number of days 1-365"),
+        prices={plan: _parse(env, f"PRICE_{plan.upper()}", _prices, defaults.prices[plan],
+                             "CURRENCY:minor units pairs like RUB:19900,USD:299,XTR:150")
+                for plan in ("month", "year")},
+        topup_amounts=_parse(env, "TOPUP_AMOUNTS", _amounts, defaults.topup_amounts,
+                             "up to 8 comma-separated amounts in kopecks, whole roubles"),
+        payment_return_url=_parse(env, "PAYMENT_RETURN_URL", _http_url, None,
+                                  "an http(s) URL"),
+        cryptobot_accepted_assets=_parse(env, "CRYPTOBOT_ACCEPTED_ASSETS", _assets,
+                                         defaults.cryptobot_accepted_assets,
+                                         "a comma-separated list of asset codes"),
+        cryptobot_invoice_expires_in=_parse(env, "CRYPTOBOT_INVOICE_EXPIRES_IN",
+                                            _bounded(60, 2678400), 3600,
+                                            "seconds between 60 and 2678400"),
     )

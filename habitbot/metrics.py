@@ -6,8 +6,9 @@ same numbers, and `/metrics` on any web worker shows all of them. Writing a metr
 breaks the work: a Redis failure is logged once a minute and the figure is lost.
 
 A field of the counters hash is ``name{label="value",...}``; a histogram adds
-``name_bucket{...,le="0.5"}``, ``name_sum{...}`` and ``name_count{...}`` fields (cumulative
-buckets, as Prometheus expects). Label values are escaped the Prometheus way, so a field is
+``name_bucket{...,le="0.5"}`` (the observations that fell in that bucket only: three writes per
+observation; `exposition` makes them cumulative, as Prometheus expects), ``name_sum{...}`` and
+``name_count{...}`` fields. Label values are escaped the Prometheus way, so a field is
 exactly the sample line's left side.
 """
 
@@ -104,16 +105,14 @@ class Batch:
         self._ints[field] = self._ints.get(field, 0) + amount
 
     def observe(self, name: str, seconds: float, **labels: object) -> None:
-        base = {k: v for k, v in labels.items()}
-        first = bisect.bisect_left(BUCKETS, seconds)
-        for bound in BUCKETS[first:]:
-            field = _series(f"{name}_bucket", {**base, "le": _bound(bound)})
+        """Three fields per observation: the one bucket it falls in (stored per bucket, made
+        cumulative by `exposition`), the sum and the count."""
+        index = bisect.bisect_left(BUCKETS, seconds)
+        le = _bound(BUCKETS[index]) if index < len(BUCKETS) else "+Inf"
+        for field in (_series(f"{name}_bucket", {**labels, "le": le}),
+                      _series(f"{name}_count", labels)):
             self._ints[field] = self._ints.get(field, 0) + 1
-        inf = _series(f"{name}_bucket", {**base, "le": "+Inf"})
-        self._ints[inf] = self._ints.get(inf, 0) + 1
-        count = _series(f"{name}_count", base)
-        self._ints[count] = self._ints.get(count, 0) + 1
-        total = _series(f"{name}_sum", base)
+        total = _series(f"{name}_sum", labels)
         self._floats[total] = self._floats.get(total, 0.0) + max(0.0, seconds)
 
     def flush(self) -> None:
@@ -183,13 +182,23 @@ def exposition(samples: dict[str, float], extra: Iterable[tuple[Metric, dict[str
 
 
 def _all_buckets(name: str, rows: list[tuple[str, float]]) -> list[tuple[str, float]]:
-    """Only the buckets an observation reached are stored; the lower ones are 0."""
-    present = dict(rows)
-    prefix = f'{name}_bucket'
-    for series in [s for s in present if s.startswith(prefix) and 'le="+Inf"' in s]:
-        for bound in BUCKETS:
-            present.setdefault(series.replace('le="+Inf"', f'le="{_bound(bound)}"'), 0.0)
-    return sorted(present.items())
+    """Stored buckets count the observations that fell in each; Prometheus wants every bucket
+    of a series, cumulative, ending with +Inf = the count."""
+    prefix = f"{name}_bucket{{"
+    series: dict[str, dict[str, float]] = {}
+    out = []
+    for key, value in rows:
+        if key.startswith(prefix) and 'le="' in key:
+            head, _, tail = key.rpartition('le="')
+            series.setdefault(head, {})[tail.split('"', 1)[0]] = value
+        else:
+            out.append((key, value))
+    for head, counts in series.items():
+        running = 0.0
+        for le in [*(_bound(b) for b in BUCKETS), "+Inf"]:
+            running += counts.get(le, 0.0)
+            out.append((f'{head}le="{le}"}}', running))
+    return out
 
 
 def _ordered(rows: list[tuple[str, float]]) -> Iterator[tuple[str, float]]:

@@ -16,6 +16,7 @@ from habitbot.config import ConfigError, Settings, load_settings
 from habitbot.db import ProcessKind, make_engine
 from habitbot.logs import setup_logging
 from habitbot.redis_client import make_redis
+from habitbot.services import billing
 from habitbot.services.alerts import AlertService
 from habitbot.services.guard import SchemaGuard
 from habitbot.services.users import mark_blocked
@@ -59,6 +60,7 @@ def build_runtime(program: str, kind: ProcessKind, settings: Settings | None = N
     settings = settings or load_settings_or_exit(program)
     if configure_logging:
         setup_logging(program)
+    billing.configure(settings.prices, settings.trial_days)
     engine = make_engine(settings.database_url, kind, settings.db_connect_timeout)
     redis_conn = make_redis(settings.redis_url)
     telegram = BotApiClient(settings.telegram_api_url, settings.bot_token)

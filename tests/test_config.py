@@ -94,3 +94,32 @@ def test_paid_broadcast_flag(raw, expected):
 def test_paid_broadcast_flag_refuses_nonsense():
     with pytest.raises(ConfigError, match="TELEGRAM_PAID_BROADCAST is invalid"):
         load_settings({**GOOD, "TELEGRAM_PAID_BROADCAST": "maybe"})
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**GOOD, **extra}
+
+
+def test_prices_trial_and_top_ups_are_configurable():
+    settings = load_settings(_env(PRICE_MONTH="rub:25000, XTR:200", TRIAL_DAYS="14",
+                                  TOPUP_AMOUNTS="50000,10000", PAYMENT_RETURN_URL=
+                                  "https://t.me/habit_bot", CRYPTOBOT_ACCEPTED_ASSETS="usdt,ton",
+                                  CRYPTOBOT_INVOICE_EXPIRES_IN="900"))
+    assert settings.prices["month"] == {"RUB": 25000, "XTR": 200}
+    assert settings.prices["year"]["RUB"] == 149000  # untouched default
+    assert settings.trial_days == 14 and settings.topup_amounts == (10000, 50000)
+    assert settings.payment_return_url == "https://t.me/habit_bot"
+    assert settings.cryptobot_accepted_assets == "USDT,TON"
+    assert settings.cryptobot_invoice_expires_in == 900
+
+
+@pytest.mark.parametrize("name, value", [
+    ("PRICE_MONTH", "RUB:0"), ("PRICE_MONTH", "RUB"), ("PRICE_MONTH", "RUB:1,RUB:2"),
+    ("PRICE_YEAR", "₽:100"), ("TRIAL_DAYS", "0"), ("TRIAL_DAYS", "400"),
+    ("TOPUP_AMOUNTS", "150"), ("TOPUP_AMOUNTS", ","), ("TOPUP_AMOUNTS", "-100"),
+    ("PAYMENT_RETURN_URL", "javascript:alert(1)"), ("CRYPTOBOT_ACCEPTED_ASSETS", "US DT"),
+    ("CRYPTOBOT_INVOICE_EXPIRES_IN", "10"),
+])
+def test_bad_payment_settings_are_refused_by_name(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings(_env(**{name: value}))

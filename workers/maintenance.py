@@ -8,7 +8,6 @@ from sqlalchemy import delete
 
 from habitbot.models import AdminAlert, JobExecutionLog, ReminderDelivery
 from habitbot.runtime import Runtime
-from habitbot.services import billing
 from workers.periodic import run_periodic
 
 JOB_LOG_RETENTION = timedelta(days=30)
@@ -35,6 +34,3 @@ def cleanup() -> int:
 def flush_alerts() -> int:
     return run_periodic("flush_alerts", lambda runtime: runtime.alerts.flush_pending())
 
-
-def expire_tiers() -> int:
-    return run_periodic("expire_tiers", lambda runtime: billing.expire_tiers(runtime.engine))

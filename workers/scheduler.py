@@ -50,7 +50,8 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("weekly_summaries", "workers.summaries.tick", 900),
     PeriodicJob("flush_alerts", "workers.maintenance.flush_alerts", 60),
     PeriodicJob("cleanup", "workers.maintenance.cleanup", 3600),
-    PeriodicJob("expire_tiers", "workers.maintenance.expire_tiers", 600),
+    # Downgrades ended trials and premium, then tells the users (3 days, 1 day, ended).
+    PeriodicJob("premium_notices", "workers.notices.tick", 600),
 )
 
 

@@ -20,7 +20,7 @@ import redis
 from telebot import TeleBot
 from telebot.apihelper import ApiTelegramException
 
-from habitbot.bot.dispatcher import Dispatcher, chat_of
+from habitbot.bot.dispatcher import ALLOWED_UPDATES, Dispatcher, chat_of
 from habitbot.bot.executor import ChatSerialExecutor
 from habitbot.bot.handlers.common import command_menu
 from habitbot.i18n import LANGUAGES, Translator
@@ -79,6 +79,7 @@ class PollingBot:
     def poll_once(self) -> int:
         """One long poll; returns the number of updates handled."""
         updates = self.bot.get_updates(offset=self.offset, timeout=self.poll_timeout,
+                                       allowed_updates=ALLOWED_UPDATES,
                                        long_polling_timeout=self.poll_timeout)
         self._beat()
         self._failures = 0

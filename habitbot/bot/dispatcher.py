@@ -1,6 +1,7 @@
 """Route one update to its handler: commands, then the conversation state, then free text;
-buttons by their signed action. One bad update never stops the bot: the error is logged with
-the update id and the user gets a short apology."""
+buttons by their signed action; pre-checkout queries and successful payments to the payment
+handlers. One bad update never stops the bot: the error is logged with the update id and the
+user gets a short apology (a pre-checkout query gets a refusal, never silence)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 
 from telebot import TeleBot, types
 
+from habitbot import metrics
 from habitbot.bot import handlers  # noqa: F401  (registers every handler)
 from habitbot.bot.context import Context, StaleButton, resolve_user
 from habitbot.bot.parsing import parse_command
@@ -20,6 +22,8 @@ from habitbot.telegram.callbacks import CallbackCodec, InvalidCallback
 log = logging.getLogger(__name__)
 
 RESETTING_COMMANDS = ("start", "cancel")
+# What the polling loop asks Telegram for: everything the dispatcher handles.
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "pre_checkout_query"]
 
 
 def chat_of(update: types.Update) -> object:
@@ -29,6 +33,10 @@ def chat_of(update: types.Update) -> object:
         return update.callback_query.from_user.id
     if update.my_chat_member:
         return update.my_chat_member.chat.id
+    if update.pre_checkout_query:
+        # Its own lane: Telegram waits only 10 s for the answer, so it must not queue behind
+        # a slow update of the same chat (an export, a heatmap).
+        return ("pre_checkout", update.pre_checkout_query.from_user.id)
     return update.update_id
 
 
@@ -48,11 +56,23 @@ class Dispatcher:
 
     def handle(self, update: types.Update) -> None:
         if update.message and update.message.from_user:
+            kind = "message"
             self.on_message(update.update_id, update.message)
         elif update.callback_query:
+            kind = "callback_query"
             self.on_callback(update.update_id, update.callback_query)
         elif update.my_chat_member:
+            kind = "my_chat_member"
             self.on_membership(update.my_chat_member)
+        elif update.pre_checkout_query:
+            kind = "pre_checkout_query"
+            self.on_pre_checkout(update.update_id, update.pre_checkout_query)
+        else:
+            kind = "other"
+        metrics.incr(self.runtime.redis, "habitbot_updates_total", kind=kind)
+
+    def _failed(self, kind: str) -> None:
+        metrics.incr(self.runtime.redis, "habitbot_handler_errors_total", kind=kind)
 
     def on_message(self, update_id: int, message: types.Message) -> None:
         assert message.from_user is not None
@@ -60,6 +80,9 @@ class Dispatcher:
             return
         ctx = self._context(message.from_user, message.chat.id, update_id)
         try:
+            if message.successful_payment is not None:
+                registry.events["successful_payment"](ctx, message)
+                return
             command = parse_command(message, self.bot_username)
             if command is not None:
                 name, _args = command
@@ -73,6 +96,7 @@ class Dispatcher:
         except Exception:
             log.exception("handler failed", extra={"update_id": update_id,
                                                    "user_id": ctx.user.telegram_id})
+            self._failed("message")
             self._apologise(ctx)
 
     def on_callback(self, update_id: int, query: types.CallbackQuery) -> None:
@@ -93,6 +117,7 @@ class Dispatcher:
         except Exception:
             log.exception("button handler failed", extra={"update_id": update_id,
                                                           "user_id": query.from_user.id})
+            self._failed("callback_query")
             ctx.answer(ctx._("Sorry, something went wrong. Please try again."))
         finally:
             self._answer_callback(query, ctx)
@@ -104,6 +129,24 @@ class Dispatcher:
         except Exception as exc:  # a stale query id is not worth more than a log line
             log.info("callback answer failed", extra={"user_id": query.from_user.id,
                                                       "error": str(exc)[:200]})
+
+    def on_pre_checkout(self, update_id: int, query: types.PreCheckoutQuery) -> None:
+        """Answered here, in the bot process, on every path: the handler returns None to
+        approve or the message Telegram shows the user."""
+        ctx = self._context(query.from_user, query.from_user.id, update_id)
+        try:
+            error = registry.events["pre_checkout_query"](ctx, query)
+        except Exception:
+            log.exception("pre-checkout handler failed", extra={"update_id": update_id,
+                                                               "user_id": query.from_user.id})
+            self._failed("pre_checkout_query")
+            error = ctx._("Sorry, the payment cannot be accepted right now. Nothing was "
+                          "charged; please try again later.")
+        try:
+            self.bot.answer_pre_checkout_query(query.id, ok=error is None, error_message=error)
+        except Exception as exc:
+            log.warning("pre-checkout answer failed", extra={"user_id": query.from_user.id,
+                                                             "error": str(exc)[:200]})
 
     def on_membership(self, member: types.ChatMemberUpdated) -> None:
         if member.new_chat_member.status == "kicked":

@@ -1,4 +1,5 @@
-"""Where handlers register: commands, conversation states and callback actions."""
+"""Where handlers register: commands, conversation states, callback actions and the other
+update kinds (`pre_checkout_query`, `successful_payment`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ class Registry:
         self.commands: dict[str, Handler] = {}
         self.states: dict[str, Handler] = {}
         self.callbacks: dict[str, Handler] = {}
+        self.events: dict[str, Handler] = {}
 
     def command(self, *names: str) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -32,6 +34,13 @@ class Registry:
         def register(fn: Handler) -> Handler:
             for action in actions:
                 self.callbacks[action] = fn
+            return fn
+        return register
+
+    def event(self, *kinds: str) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            for kind in kinds:
+                self.events[kind] = fn
             return fn
         return register
 

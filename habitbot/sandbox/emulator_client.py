@@ -152,6 +152,29 @@ class EmulatorClient:
         return self._post(f"users/{user_id}/pay", invoice_message_id=invoice_message_id,
                           pre_checkout_query_id=pre_checkout_query_id, **payment)
 
+    def checkout(
+        self,
+        user_id: int,
+        invoice_message_id: int | None = None,
+        timeout: float | None = None,
+        **payment: Any,
+    ) -> dict[str, Any]:
+        """Pay an invoice as a user does: the bot gets a pre-checkout query and has up to
+        ``timeout`` (at most Telegram's 10 s) to answer; an approval delivers the
+        ``successful_payment`` message. Returns ``outcome`` ("paid", "declined" with the
+        bot's ``error_message``, or "timeout") and, when paid, the charge id."""
+        wait = 10.0 if timeout is None else timeout
+        return self._request("POST", f"users/{user_id}/checkout",
+                             {k: v for k, v in {"invoice_message_id": invoice_message_id,
+                                                "timeout": timeout, **payment}.items()
+                              if v is not None},
+                             timeout=self.timeout + wait)
+
+    def replay_payment(self, user_id: int, charge_id: str) -> dict[str, Any]:
+        """Deliver an earlier charge's ``successful_payment`` message again."""
+        return self._post(f"users/{user_id}/replay_payment",
+                          telegram_payment_charge_id=charge_id)
+
     def payments(self) -> list[dict[str, Any]]:
         return self._request("GET", "payments")["payments"]
 

@@ -1,9 +1,11 @@
 """`make run`: the whole stack in the foreground.
 
 With nothing configured it is a sandbox: a private PostgreSQL and Redis under `var/`, the
-Telegram Bot API emulator, then the deploy gate, then supervisord with the four programs.
-`DATABASE_URL`, `REDIS_URL` and `BOT_TOKEN` each switch the matching piece to the real
-service. Ctrl-C (or TERM) stops everything it started and leaves no process behind.
+Telegram Bot API emulator, the YooKassa and Crypto Pay emulators (whose pay pages complete a
+payment and fire the webhook at this stack), then the deploy gate, then supervisord with the
+four programs. `DATABASE_URL`, `REDIS_URL`, `BOT_TOKEN`, `YOOKASSA_SHOP_ID` and
+`CRYPTOBOT_TOKEN` each switch the matching piece to the real service. Ctrl-C (or TERM) stops
+everything it started and leaves no process behind.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ SANDBOX_TOKEN = "123456:SANDBOX-TOKEN"
 PG_PORT = int(os.environ.get("SANDBOX_PG_PORT", "54329"))
 REDIS_PORT = int(os.environ.get("SANDBOX_REDIS_PORT", "56379"))
 TELEGRAM_PORT = int(os.environ.get("SANDBOX_TELEGRAM_PORT", "8081"))
+YOOKASSA_PORT = int(os.environ.get("SANDBOX_YOOKASSA_PORT", "8082"))
+CRYPTOPAY_PORT = int(os.environ.get("SANDBOX_CRYPTOPAY_PORT", "8083"))
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -59,21 +63,55 @@ class Stack:
             say(f"Redis (sandbox) on 127.0.0.1:{REDIS_PORT}")
         if not self.env.get("BOT_TOKEN"):
             self.start_emulator()
+        if not self.env.get("YOOKASSA_SHOP_ID"):
+            self.start_yookassa()
+        if not self.env.get("CRYPTOBOT_TOKEN"):
+            self.start_cryptopay()
 
-    def start_emulator(self) -> None:
-        if port_open(TELEGRAM_PORT):
-            raise ServiceError(f"port {TELEGRAM_PORT} is taken: set SANDBOX_TELEGRAM_PORT")
-        log = open(Path(self.env["LOG_DIR"]) / "telegram-emulator.log", "ab")
+    def _spawn(self, module: str, port: int, port_var: str, name: str,
+               *args: str) -> None:
+        if port_open(port):
+            raise ServiceError(f"port {port} is taken: set {port_var}")
+        log = open(Path(self.env["LOG_DIR"]) / f"{module.rsplit('.', 1)[-1]}.log", "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "habitbot.sandbox.telegram_emulator", "--host", "127.0.0.1",
-             "--port", str(TELEGRAM_PORT), "--token", SANDBOX_TOKEN],
+            [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         log.close()
         self.children.append(process)
-        wait_port(TELEGRAM_PORT, 15, "Telegram emulator")
+        wait_port(port, 15, name)
+
+    def _webhook(self, provider: str) -> str:
+        return f"http://127.0.0.1:{self.env.get('PORT', '8080')}/webhooks/{provider}"
+
+    def start_emulator(self) -> None:
+        self._spawn("habitbot.sandbox.telegram_emulator", TELEGRAM_PORT,
+                    "SANDBOX_TELEGRAM_PORT", "Telegram emulator", "--token", SANDBOX_TOKEN)
         self.env["BOT_TOKEN"] = SANDBOX_TOKEN
         self.env["TELEGRAM_API_URL"] = f"http://127.0.0.1:{TELEGRAM_PORT}"
         say(f"Telegram Bot API emulator on http://127.0.0.1:{TELEGRAM_PORT}")
+
+    def start_yookassa(self) -> None:
+        from habitbot.sandbox.yookassa_emulator import DEFAULT_SECRET_KEY, DEFAULT_SHOP_ID
+
+        self._spawn("habitbot.sandbox.yookassa_emulator", YOOKASSA_PORT,
+                    "SANDBOX_YOOKASSA_PORT", "YooKassa emulator",
+                    "--webhook-url", self._webhook("yookassa"))
+        self.env.update({"YOOKASSA_SHOP_ID": DEFAULT_SHOP_ID,
+                         "YOOKASSA_SECRET_KEY": DEFAULT_SECRET_KEY,
+                         "YOOKASSA_API_URL": f"http://127.0.0.1:{YOOKASSA_PORT}/v3",
+                         # its notifications come from this host, not YooKassa's networks
+                         "YOOKASSA_TRUSTED_IPS": "127.0.0.1/32"})
+        say(f"YooKassa emulator on http://127.0.0.1:{YOOKASSA_PORT} (pay pages: /pay/<id>)")
+
+    def start_cryptopay(self) -> None:
+        from habitbot.sandbox.cryptopay_emulator import DEFAULT_TOKEN
+
+        self._spawn("habitbot.sandbox.cryptopay_emulator", CRYPTOPAY_PORT,
+                    "SANDBOX_CRYPTOPAY_PORT", "Crypto Pay emulator",
+                    "--token", DEFAULT_TOKEN, "--webhook-url", self._webhook("cryptobot"))
+        self.env.update({"CRYPTOBOT_TOKEN": DEFAULT_TOKEN,
+                         "CRYPTOBOT_API_URL": f"http://127.0.0.1:{CRYPTOPAY_PORT}/api"})
+        say(f"Crypto Pay emulator on http://127.0.0.1:{CRYPTOPAY_PORT} (pay pages: /pay/<hash>)")
 
     def deploy_gate(self) -> None:
         result = subprocess.run([str(VENV_BIN / "habitbot"), "deploy-gate"], env=self.env)

@@ -149,6 +149,13 @@ class TelegramEmulator:
     def pay(self, user_id: int, **fields: Any) -> dict:
         return self.control.pay(user_id, **fields)
 
+    def checkout(self, user_id: int, **fields: Any) -> dict:
+        """Pre-checkout, the bot's answer within the deadline, then the payment if approved."""
+        return self.control.checkout(user_id, **fields)
+
+    def replay_payment(self, user_id: int, charge_id: str, token: str | None = None) -> dict:
+        return self.control.replay_payment(user_id, charge_id, token)
+
     # ------------------------------------------------------------ inspection and steering
 
     def transcript(self, chat_id: int, **options: Any) -> dict:

@@ -64,6 +64,7 @@ class ExtraMethods:
             "createInvoiceLink": self.create_invoice_link,
             "answerPreCheckoutQuery": self.answer_pre_checkout_query,
             "refundStarPayment": self.refund_star_payment,
+            "getStarTransactions": self.get_star_transactions,
             "getChat": self.get_chat,
             "setChatMenuButton": self.set_menu_button,
             "getChatMenuButton": self.get_menu_button,
@@ -259,6 +260,33 @@ class ExtraMethods:
             payment["refunded_at"] = time.time()
         return True
 
+    def get_star_transactions(self, bot: BotState, params: Params) -> dict[str, Any]:
+        """The bot's Stars transactions in chronological order: each payment (incoming, its
+        id is the charge id) and each refund (outgoing, the same id)."""
+        offset = params.integer("offset", 0) or 0
+        limit = params.integer("limit", 100)
+        if offset < 0:
+            raise bad_request("OFFSET_INVALID")
+        if limit is None or not 1 <= limit <= 100:
+            raise bad_request("LIMIT_INVALID")
+        with self.world.lock:
+            entries: list[tuple[float, dict[str, Any]]] = []
+            for charge_id, payment in bot.payments.items():
+                if payment["currency"] != "XTR":
+                    continue
+                user = self.world.users.get(payment["user_id"])
+                partner = {"type": "user", "transaction_type": "invoice_payment",
+                           "user": user.to_api() if user else {"id": payment["user_id"]},
+                           "invoice_payload": payment["invoice_payload"]}
+                base = {"id": charge_id, "amount": payment["total_amount"]}
+                entries.append((payment["paid_at"], {**base, "date": int(payment["paid_at"]),
+                                                     "source": partner}))
+                if payment["refunded"]:
+                    entries.append((payment["refunded_at"], {
+                        **base, "date": int(payment["refunded_at"]), "receiver": partner}))
+        entries.sort(key=lambda entry: entry[0])
+        return {"transactions": [t for _, t in entries[offset:offset + limit]]}
+
     # ------------------------------------------------------------ chats and settings
 
     def get_chat(self, bot: BotState, params: Params) -> dict[str, Any]:
@@ -346,7 +374,9 @@ def invoice_fields(params: Params) -> dict[str, Any]:
         raise bad_request("CURRENCY_INVALID")
     prices = _prices(params)
     if currency == "XTR":
-        if len(prices) != 1:
+        # Stars: no payment provider, no tips, and exactly one price.
+        if (len(prices) != 1 or (params.text("provider_token") or "").strip()
+                or params.integer("max_tip_amount", 0)):
             raise bad_request("STARS_INVOICE_INVALID")
     elif not (params.text("provider_token") or "").strip():
         raise bad_request("PAYMENT_PROVIDER_INVALID")

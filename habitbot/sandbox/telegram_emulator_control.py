@@ -27,6 +27,8 @@ from habitbot.sandbox.telegram_emulator_state import (
 )
 from habitbot.sandbox.telegram_emulator_text import command_entities
 
+PAYMENT_TERMS = ("invoice_payload", "currency", "total_amount")
+
 
 class ControlError(Exception):
     """A refused control request; ``status`` is the HTTP status to answer with."""
@@ -307,7 +309,7 @@ class Control:
             chat = bot.chat(user_id)
             terms = self._invoice_terms(chat, invoice_message_id, fields)
             if pre_checkout_query_id is not None:
-                _require_approved(bot, str(pre_checkout_query_id))
+                _require_approved(bot, str(pre_checkout_query_id), user_id, terms)
             stars = terms["currency"] == "XTR"
             charge_id = new_id("stxT" if stars else "tgT")
             payment = {**terms, "telegram_payment_charge_id": charge_id,
@@ -318,6 +320,63 @@ class Control:
             )
             bot.payments[charge_id] = {**payment, "user_id": user_id, "refunded": False,
                                        "paid_at": time.time()}
+        return {"update_id": update_id, "message_id": message.message_id,
+                "telegram_payment_charge_id": charge_id}
+
+    def checkout(
+        self,
+        user_id: int,
+        invoice_message_id: int | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """The user pays an invoice the way Telegram runs it: a ``pre_checkout_query`` goes to
+        the bot, which must answer within the deadline (10 s, like Telegram); only an
+        approval leads to the ``successful_payment`` message. ``outcome`` is ``paid``,
+        ``declined`` (with the bot's ``error_message``) or ``timeout`` (no payment)."""
+        started = self.pre_checkout(user_id, invoice_message_id, token, **fields)
+        query_id = started["pre_checkout_query_id"]
+        bot = self.bot(token)
+        world = self.world
+        limit = world.pre_checkout_ttl if timeout is None else min(float(timeout),
+                                                                    world.pre_checkout_ttl)
+        deadline = time.monotonic() + max(limit, 0.0)
+        with world.lock:
+            record = bot.queries[query_id]
+            while not record.answered and not world.stopping.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                world.changed.wait(remaining)
+            answer = dict(record.answer or {})
+        result: dict[str, Any] = {"pre_checkout_query_id": query_id,
+                                  "pre_checkout_update_id": started["update_id"]}
+        if not answer:
+            return {**result, "outcome": "timeout"}
+        if not answer.get("ok"):
+            return {**result, "outcome": "declined", "error_message": answer["error_message"]}
+        paid = self.pay(user_id, invoice_message_id, query_id, token,
+                        **{k: v for k, v in fields.items() if k in PAYMENT_TERMS})
+        return {**result, "outcome": "paid", **paid}
+
+    def replay_payment(self, user_id: int, charge_id: str,
+                       token: str | None = None) -> dict[str, Any]:
+        """Deliver the ``successful_payment`` message of an earlier charge again, as Telegram
+        does when a bot did not confirm the update (a crash before the next getUpdates)."""
+        user_id = _user_id(user_id)
+        bot = self.bot(token)
+        with self.world.lock:
+            payment = bot.payments.get(str(charge_id))
+            if payment is None or payment["user_id"] != user_id:
+                raise ControlError(404, "unknown telegram_payment_charge_id for this user")
+            user = self.world.register_user(user_id)
+            content = {key: payment[key] for key in (
+                *PAYMENT_TERMS, "telegram_payment_charge_id", "provider_payment_charge_id")}
+            message, update_id = self._incoming(
+                bot, user, bot.chat(user_id), "successful_payment",
+                content={"successful_payment": content},
+            )
         return {"update_id": update_id, "message_id": message.message_id,
                 "telegram_payment_charge_id": charge_id}
 
@@ -431,12 +490,19 @@ def _query(query_id: str, kind: str, user_id: int, payload: dict[str, Any]) -> Q
     return QueryRecord(query_id, kind, user_id, time.time(), payload)
 
 
-def _require_approved(bot: BotState, query_id: str) -> None:
+def _require_approved(bot: BotState, query_id: str, user_id: int,
+                      terms: dict[str, Any]) -> None:
+    """One approved pre-checkout query pays its own invoice once."""
     record = bot.queries.get(query_id)
-    if record is None or record.kind != "pre_checkout":
+    if record is None or record.kind != "pre_checkout" or record.user_id != user_id:
         raise ControlError(404, "unknown pre_checkout_query_id")
     if not (record.answered and record.answer and record.answer.get("ok")):
         raise ControlError(409, "the bot did not approve this pre-checkout query")
+    if any(record.payload.get(key) != value for key, value in terms.items()):
+        raise ControlError(409, "the pre-checkout query was for another invoice")
+    if record.payload.get("paid"):
+        raise ControlError(409, "this pre-checkout query has already been paid")
+    record.payload["paid"] = True
 
 
 def _button_data(message: StoredMessage | None, button_text: str) -> str:

@@ -76,6 +76,15 @@ def _user(request: Request) -> int:
     return int(request.groups[0])
 
 
+def _seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ControlError(400, "timeout must be a number of seconds") from None
+
+
 def _transcript(control: Control, request: Request) -> Any:
     wait = request.query_number("wait_version")
     return control.transcript(
@@ -125,6 +134,11 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         ("POST", r"users/(\d+)/pay", lambda c, r: c.pay(
             _user(r), token=r.token,
             **r.pick("invoice_message_id", "pre_checkout_query_id", *PAYMENT_FIELDS))),
+        ("POST", r"users/(\d+)/checkout", lambda c, r: c.checkout(
+            _user(r), token=r.token, timeout=_seconds(r.body.get("timeout")),
+            **r.pick("invoice_message_id", *PAYMENT_FIELDS))),
+        ("POST", r"users/(\d+)/replay_payment", lambda c, r: c.replay_payment(
+            _user(r), str(r.body.get("telegram_payment_charge_id") or ""), r.token)),
         ("GET", r"pre_checkout/([\w-]+)", lambda c, r: c.pre_checkout_answer(
             r.groups[0], r.token)),
         ("GET", "payments", lambda c, r: {"payments": c.payments(r.token)}),

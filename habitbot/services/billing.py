@@ -13,13 +13,31 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Table,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from habitbot.models import Balance, BalanceTransaction, Payment, Subscription, User
+from habitbot.models import (
+    Balance,
+    BalanceTransaction,
+    Payment,
+    PaymentRefund,
+    Subscription,
+    User,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +49,41 @@ PRICES: dict[str, dict[str, int]] = {
     "year": {"RUB": 149000, "USD": 2299, "XTR": 1100},
 }
 OPEN_STATUSES = ("pending", "waiting_for_capture")
+
+# The crediting statements are built once: a webhook burst spends its time in the database,
+# not in building SQL. Table-level (not ORM) statements, parameters bound per call.
+_payments = cast(Table, Payment.__table__)
+_balances = cast(Table, Balance.__table__)
+_CLAIM = (
+    update(_payments)
+    .where(_payments.c.id == bindparam("p_payment_id"),
+           _payments.c.status.in_(OPEN_STATUSES),
+           _payments.c.amount_minor == bindparam("p_amount_minor"),
+           _payments.c.currency == bindparam("p_currency"),
+           or_(bindparam("p_provider", type_=String) == None,  # noqa: E711
+               _payments.c.provider == bindparam("p_provider", type_=String)),
+           or_(bindparam("p_provider_payment_id", type_=String) == None,  # noqa: E711
+               _payments.c.provider_payment_id.is_(None),
+               _payments.c.provider_payment_id == bindparam("p_provider_payment_id",
+                                                            type_=String)))
+    .values(status="succeeded", completed_at=bindparam("p_now"),
+            provider_payment_id=func.coalesce(_payments.c.provider_payment_id,
+                                              bindparam("p_provider_payment_id", type_=String)))
+    .returning(_payments.c.user_id, _payments.c.provider, _payments.c.payment_type,
+               _payments.c.plan, _payments.c.provider_data))
+_CREDIT = (
+    insert(_balances)
+    .values(user_id=bindparam("p_user_id"), currency=bindparam("p_currency"),
+            amount_minor=bindparam("p_delta"))
+    .on_conflict_do_update(index_elements=[_balances.c.user_id, _balances.c.currency],
+                           set_={"amount_minor": _balances.c.amount_minor
+                                 + bindparam("p_delta"), "updated_at": func.now()})
+    .returning(_balances.c.amount_minor))
+_RECORD = insert(cast(Table, BalanceTransaction.__table__)).values(
+    user_id=bindparam("p_user_id"), currency=bindparam("p_currency"),
+    amount_minor=bindparam("p_delta"), balance_after_minor=bindparam("p_after"),
+    kind=bindparam("p_kind"), payment_id=bindparam("p_payment_id"),
+    description=bindparam("p_description"))
 
 
 class BillingError(ValueError):
@@ -52,6 +105,26 @@ class Completion:
     payment_id: int
     credited: bool  # False: it was already final (a duplicate changes nothing)
     status: str
+    balance_after: int | None = None
+    premium_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RefundOutcome:
+    """What one provider refund did. `applied` is False for a replay of a refund already
+    applied (nothing changed). `shortfall_minor` > 0: the user had already spent part of the
+    refunded top-up, only `debited_minor` could be taken back — the caller alerts an operator."""
+
+    refund_id: int
+    payment_id: int
+    user_id: int
+    applied: bool
+    amount_minor: int
+    currency: str
+    payment_type: str
+    payment_status: str
+    debited_minor: int = 0
+    shortfall_minor: int = 0
     balance_after: int | None = None
     premium_until: datetime | None = None
 
@@ -78,11 +151,23 @@ def status(engine: Engine, user_id: int, now: datetime | None = None) -> Premium
     return PremiumStatus("free", None, not trial_used)
 
 
+def configure(prices: dict[str, dict[str, int]], trial_days: int) -> None:
+    """Prices and the trial length from the settings (PRICE_MONTH, PRICE_YEAR, TRIAL_DAYS);
+    every process calls this once at start (build_runtime)."""
+    global TRIAL_DAYS
+    for plan in PLAN_DAYS:
+        if not prices.get(plan):
+            raise ValueError(f"no prices for {plan}")
+    PRICES.clear()
+    PRICES.update({plan: dict(prices[plan]) for plan in PLAN_DAYS})
+    TRIAL_DAYS = trial_days
+
+
 def start_trial(engine: Engine, user_id: int, now: datetime | None = None,
-                days: int = TRIAL_DAYS) -> datetime:
+                days: int | None = None) -> datetime:
     """Once per user (a unique index refuses a second trial)."""
     now = now or datetime.now(UTC)
-    ends = now + timedelta(days=days)
+    ends = now + timedelta(days=days or TRIAL_DAYS)
     try:
         with Session(engine) as session, session.begin():
             session.add(Subscription(user_id=user_id, plan="trial", source="trial",
@@ -110,34 +195,41 @@ def history(engine: Engine, user_id: int, limit: int = 10) -> list[BalanceTransa
                     .scalars())
 
 
-def _change_balance(session: Session, user_id: int, currency: str, delta: int, kind: str,
-                    payment_id: int | None, description: str) -> int:
+def _change_balance(conn: Session | Connection, user_id: int, currency: str, delta: int,
+                    kind: str, payment_id: int | None, description: str) -> int:
     """The balance row and its transaction row, in the caller's transaction."""
-    session.execute(insert(Balance).values(user_id=user_id, currency=currency, amount_minor=0)
-                    .on_conflict_do_nothing())
-    current = session.execute(select(Balance.amount_minor).where(
-        Balance.user_id == user_id, Balance.currency == currency).with_for_update()).scalar_one()
-    after = current + delta
-    if after < 0:
-        raise BillingError("insufficient_balance", missing=-after)
-    session.execute(update(Balance).where(Balance.user_id == user_id,
-                                          Balance.currency == currency)
-                    .values(amount_minor=after))
-    session.add(BalanceTransaction(user_id=user_id, currency=currency, amount_minor=delta,
-                                   balance_after_minor=after, kind=kind, payment_id=payment_id,
-                                   description=description[:255]))
-    return after
+    if delta > 0:
+        # A credit cannot go negative: one upsert locks, adds and returns the new amount.
+        after = conn.execute(_CREDIT, {"p_user_id": user_id, "p_currency": currency,
+                                       "p_delta": delta}).scalar_one()
+    else:
+        conn.execute(insert(Balance).values(user_id=user_id, currency=currency,
+                                            amount_minor=0).on_conflict_do_nothing())
+        current = conn.execute(select(Balance.amount_minor).where(
+            Balance.user_id == user_id, Balance.currency == currency)
+            .with_for_update()).scalar_one()
+        after = current + delta
+        if after < 0:
+            raise BillingError("insufficient_balance", missing=-after)
+        conn.execute(update(Balance).where(Balance.user_id == user_id,
+                                           Balance.currency == currency)
+                     .values(amount_minor=after))
+    conn.execute(_RECORD, {"p_user_id": user_id, "p_currency": currency, "p_delta": delta,
+                           "p_after": after, "p_kind": kind, "p_payment_id": payment_id,
+                           "p_description": description[:255]})
+    return int(after)
 
 
-def _extend_premium(session: Session, user_id: int, plan: str, source: str,
+def _extend_premium(conn: Session | Connection, user_id: int, plan: str, source: str,
                     payment_id: int | None, now: datetime) -> datetime:
-    current = session.execute(select(User.premium_ends_at).where(User.id == user_id)
-                              .with_for_update()).scalar()
+    current = conn.execute(select(User.premium_ends_at).where(User.id == user_id)
+                           .with_for_update()).scalar()
     start = current if current and current > now else now
     ends = start + timedelta(days=PLAN_DAYS[plan])
-    session.add(Subscription(user_id=user_id, plan=plan, source=source, payment_id=payment_id,
-                             starts_at=start, ends_at=ends))
-    session.execute(update(User).where(User.id == user_id).values(
+    conn.execute(insert(Subscription).values(user_id=user_id, plan=plan, source=source,
+                                             payment_id=payment_id, starts_at=start,
+                                             ends_at=ends))
+    conn.execute(update(User).where(User.id == user_id).values(
         tier="premium", premium_ends_at=ends))
     return ends
 
@@ -159,37 +251,295 @@ def create_payment(engine: Engine, user_id: int, provider: str, payment_type: st
 
 def complete_payment(engine: Engine, payment_id: int, amount_minor: int, currency: str,
                      provider_payment_id: str | None = None,
-                     now: datetime | None = None) -> Completion:
+                     now: datetime | None = None,
+                     operator_reason: str | None = None,
+                     provider: str | None = None) -> Completion:
     """Credit a verified payment exactly once. The caller passes what the provider says was
-    paid; a mismatch with our row is refused and nothing changes."""
+    paid; a mismatch with our row is refused and nothing changes: `amount_mismatch`,
+    `wrong_provider` (with `provider`: the row belongs to another provider),
+    `provider_id_mismatch` (our open row already names another provider payment),
+    `provider_id_conflict` (the provider id already belongs to another payment of ours: one
+    provider payment never credits two). `operator_reason` records why an operator credited
+    a payment the provider did not confirm (`payments complete --force`)."""
+    try:
+        return _complete(engine, payment_id, amount_minor, currency, provider_payment_id,
+                         now or datetime.now(UTC), operator_reason, provider)
+    except IntegrityError:
+        log.error("provider payment id already belongs to another payment",
+                  extra={"payment_id": payment_id, "provider_payment_id": provider_payment_id})
+        raise BillingError("provider_id_conflict") from None
+
+
+def _complete(engine: Engine, payment_id: int, amount_minor: int, currency: str,
+              provider_payment_id: str | None, now: datetime, operator_reason: str | None,
+              provider: str | None) -> Completion:
+    # One conditional UPDATE claims the payment: it matches only while the payment is open
+    # and agrees with what the provider reported. A concurrent second delivery waits on the
+    # row lock, then finds the payment final and matches nothing.
+    with engine.begin() as conn:
+        row = conn.execute(_CLAIM, {
+            "p_payment_id": payment_id, "p_amount_minor": amount_minor,
+            "p_currency": currency, "p_provider": provider,
+            "p_provider_payment_id": provider_payment_id or None, "p_now": now}).first()
+        if row is None:
+            return _not_claimed(conn, payment_id, amount_minor, currency, provider,
+                                provider_payment_id)
+        if operator_reason:
+            conn.execute(update(Payment).where(Payment.id == payment_id).values(
+                provider_data={**(row.provider_data or {}), "operator_completion": {
+                    "reason": operator_reason[:500], "at": now.isoformat()}}))
+        balance_after = premium_until = None
+        if row.payment_type == "balance_topup":
+            balance_after = _change_balance(conn, row.user_id, currency, amount_minor,
+                                            "topup", payment_id, f"top-up via {row.provider}")
+        else:
+            assert row.plan is not None
+            premium_until = _extend_premium(conn, row.user_id, row.plan, "payment",
+                                            payment_id, now)
+    log.info("Payment completed", extra={"payment_id": payment_id,
+                                         "payment_type": row.payment_type})
+    return Completion(payment_id, True, "succeeded", balance_after, premium_until)
+
+
+def _not_claimed(conn: Connection, payment_id: int, amount_minor: int, currency: str,
+                 provider: str | None, provider_payment_id: str | None) -> Completion:
+    """Why the claim matched nothing: a refusal (BillingError), or already final."""
+    row = conn.execute(select(Payment.provider, Payment.provider_payment_id, Payment.status,
+                              Payment.amount_minor, Payment.currency)
+                       .where(Payment.id == payment_id)).first()
+    if row is None:
+        raise BillingError("unknown_payment")
+    if provider is not None and row.provider != provider:
+        raise BillingError("wrong_provider", provider=row.provider)
+    if row.amount_minor != amount_minor or row.currency != currency:
+        raise BillingError("amount_mismatch", amount_minor=row.amount_minor,
+                           currency=row.currency)
+    if row.status not in OPEN_STATUSES:
+        log.info(f"Idempotent: payment {payment_id} already completed",
+                 extra={"payment_id": payment_id, "status": row.status})
+        return Completion(payment_id, False, row.status)
+    raise BillingError("provider_id_mismatch", ours=row.provider_payment_id,
+                       theirs=provider_payment_id)
+
+
+def get_payment(engine: Engine, payment_id: int) -> Payment | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(Payment, payment_id)
+
+
+def find_payment(engine: Engine, provider: str, provider_payment_id: str) -> Payment | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.execute(select(Payment).where(
+            Payment.provider == provider,
+            Payment.provider_payment_id == provider_payment_id)).scalars().first()
+
+
+def refunds_of(engine: Engine, payment_id: int) -> list[PaymentRefund]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.execute(select(PaymentRefund).where(
+            PaymentRefund.payment_id == payment_id).order_by(PaymentRefund.id)).scalars())
+
+
+def attach_provider_payment(engine: Engine, payment_id: int, provider_payment_id: str,
+                            confirmation_url: str | None = None,
+                            provider_data: dict | None = None) -> None:
+    """The provider's id and pay link of a payment we just created there."""
+    values: dict[str, object] = {"provider_payment_id": provider_payment_id,
+                                 "confirmation_url": confirmation_url}
+    if provider_data is not None:
+        values["provider_data"] = provider_data
+    try:
+        with Session(engine) as session, session.begin():
+            session.execute(update(Payment).where(Payment.id == payment_id).values(**values))
+    except IntegrityError:
+        raise BillingError("provider_id_conflict") from None
+
+
+def _close_open(engine: Engine, payment_id: int, status: str, reason: str | None,
+                now: datetime) -> bool:
+    values: dict[str, object] = {"status": status, "failure_reason": reason}
+    if status == "canceled":
+        values["canceled_at"] = now
+    current: str | None = None
+    with Session(engine) as session, session.begin():
+        closed = session.execute(update(Payment).where(
+            Payment.id == payment_id, Payment.status.in_(OPEN_STATUSES))
+            .values(**values).returning(Payment.id)).first()
+        if closed is None:
+            current = session.execute(select(Payment.status).where(
+                Payment.id == payment_id)).scalar()
+    if closed is None:
+        if current is None:
+            raise BillingError("unknown_payment")
+        log.info(f"Payment {payment_id} is already {current}: {status} changes nothing",
+                 extra={"payment_id": payment_id, "status": current, "ignored": status})
+        return False
+    log.info(f"Payment {status}", extra={"payment_id": payment_id, "reason": reason})
+    return True
+
+
+def fail_payment(engine: Engine, payment_id: int, reason: str,
+                 now: datetime | None = None) -> bool:
+    """An open payment could not be created at the provider: `failed`, the user may retry.
+    False (nothing changed) when the payment is already final."""
+    return _close_open(engine, payment_id, "failed", reason[:1000], now or datetime.now(UTC))
+
+
+def cancel_payment(engine: Engine, payment_id: int, reason: str | None = None,
+                   now: datetime | None = None) -> bool:
+    """The provider canceled (or the invoice expired): `canceled`. A late cancel of a payment
+    already succeeded (an out-of-order notification) changes nothing and returns False."""
+    return _close_open(engine, payment_id, "canceled", reason, now or datetime.now(UTC))
+
+
+def mark_waiting_for_capture(engine: Engine, payment_id: int) -> bool:
+    with Session(engine) as session, session.begin():
+        return session.execute(update(Payment).where(
+            Payment.id == payment_id, Payment.status == "pending")
+            .values(status="waiting_for_capture").returning(Payment.id)).first() is not None
+
+
+def apply_refund(engine: Engine, payment_id: int, provider_refund_id: str, amount_minor: int,
+                 reason: str | None = None, now: datetime | None = None) -> RefundOutcome:
+    """Apply a refund the provider made, exactly once per provider refund id.
+
+    A top-up refund debits the balance (a `refund` transaction linked to the refund row); if
+    the user already spent part of it, what is there is debited and the rest is recorded as
+    the shortfall. A subscription refund shortens premium by the refunded share of that
+    subscription's period (the subscription is marked refunded once fully refunded). When
+    the whole amount is refunded the payment becomes `refunded`.
+    """
     now = now or datetime.now(UTC)
+    if amount_minor <= 0:
+        raise BillingError("amount_not_positive")
+    try:
+        return _apply_refund(engine, payment_id, provider_refund_id, amount_minor, reason, now)
+    except IntegrityError:
+        # A concurrent delivery of the same refund inserted it first: a replay.
+        existing = _existing_refund(engine, payment_id, provider_refund_id)
+        if existing is None:
+            raise
+        return existing
+
+
+def _existing_refund(engine: Engine, payment_id: int,
+                     provider_refund_id: str) -> RefundOutcome | None:
+    with Session(engine) as session:
+        row = session.execute(select(Payment).where(Payment.id == payment_id)).scalars().first()
+        if row is None:
+            raise BillingError("unknown_payment")
+        refund = session.execute(select(PaymentRefund).where(
+            PaymentRefund.provider == row.provider,
+            PaymentRefund.provider_refund_id == provider_refund_id)).scalars().first()
+        if refund is None:
+            return None
+        if refund.payment_id != payment_id:
+            raise BillingError("refund_of_another_payment")
+        log.info(f"Idempotent: refund {provider_refund_id} already applied",
+                 extra={"payment_id": payment_id, "refund_id": refund.id})
+        return RefundOutcome(refund.id, payment_id, row.user_id, False, refund.amount_minor,
+                             row.currency, row.payment_type, row.status)
+
+
+def _apply_refund(engine: Engine, payment_id: int, provider_refund_id: str, amount_minor: int,
+                  reason: str | None, now: datetime) -> RefundOutcome:
     with Session(engine) as session, session.begin():
         row = session.execute(select(Payment).where(Payment.id == payment_id)
                               .with_for_update()).scalars().first()
         if row is None:
             raise BillingError("unknown_payment")
-        if row.amount_minor != amount_minor or row.currency != currency:
-            raise BillingError("amount_mismatch")
-        if row.status not in OPEN_STATUSES:
-            log.info(f"Idempotent: payment {payment_id} already completed",
-                     extra={"payment_id": payment_id, "status": row.status})
-            return Completion(payment_id, False, row.status)
-        row.status, row.completed_at = "succeeded", now
-        payment_type = row.payment_type
-        if provider_payment_id and not row.provider_payment_id:
-            row.provider_payment_id = provider_payment_id
+        replay = session.execute(select(PaymentRefund).where(
+            PaymentRefund.provider == row.provider,
+            PaymentRefund.provider_refund_id == provider_refund_id)).scalars().first()
+        if replay is not None:
+            if replay.payment_id != payment_id:
+                raise BillingError("refund_of_another_payment")
+            log.info(f"Idempotent: refund {provider_refund_id} already applied",
+                     extra={"payment_id": payment_id, "refund_id": replay.id})
+            return RefundOutcome(replay.id, payment_id, row.user_id, False,
+                                 replay.amount_minor, row.currency, row.payment_type,
+                                 row.status)
+        if row.status not in ("succeeded", "refunded"):
+            raise BillingError("not_refundable", status=row.status)
+        if amount_minor > row.amount_minor - row.refunded_minor:
+            raise BillingError("refund_exceeds_payment",
+                               left=row.amount_minor - row.refunded_minor)
+        refund = PaymentRefund(payment_id=row.id, provider=row.provider,
+                               provider_refund_id=provider_refund_id,
+                               amount_minor=amount_minor, reason=(reason or None) and
+                               reason[:255])
+        session.add(refund)
+        session.flush()
+        row.refunded_minor += amount_minor
+        full = row.refunded_minor == row.amount_minor
+        if full:
+            row.status = "refunded"
+        debited = shortfall = 0
         balance_after = premium_until = None
         if row.payment_type == "balance_topup":
-            balance_after = _change_balance(session, row.user_id, row.currency,
-                                            row.amount_minor, "topup", row.id,
-                                            f"top-up via {row.provider}")
+            debited, balance_after = _debit_refund(session, row, refund, amount_minor)
+            shortfall = amount_minor - debited
+            if shortfall:
+                refund.reason = (f"{reason or 'refund'}; not debited {shortfall} "
+                                 f"{row.currency} minor units (already spent)")[:255]
         else:
-            assert row.plan is not None
-            premium_until = _extend_premium(session, row.user_id, row.plan, "payment", row.id,
-                                            now)
-    log.info("Payment completed", extra={"payment_id": payment_id,
-                                         "payment_type": payment_type})
-    return Completion(payment_id, True, "succeeded", balance_after, premium_until)
+            premium_until = _shorten_premium(session, row, amount_minor, full, now)
+        outcome = RefundOutcome(refund.id, row.id, row.user_id, True, amount_minor,
+                                row.currency, row.payment_type, row.status, debited, shortfall,
+                                balance_after, premium_until)
+    log.info("Refund applied", extra={"payment_id": payment_id, "refund_id": outcome.refund_id,
+                                      "amount_minor": amount_minor,
+                                      "shortfall_minor": shortfall})
+    return outcome
+
+
+def _debit_refund(session: Session, payment: Payment, refund: PaymentRefund,
+                  amount_minor: int) -> tuple[int, int]:
+    """Take back up to `amount_minor` of a refunded top-up; never below zero."""
+    session.execute(insert(Balance).values(user_id=payment.user_id, currency=payment.currency,
+                                           amount_minor=0).on_conflict_do_nothing())
+    current = session.execute(select(Balance.amount_minor).where(
+        Balance.user_id == payment.user_id, Balance.currency == payment.currency)
+        .with_for_update()).scalar_one()
+    debit = min(amount_minor, current)
+    if debit == 0:
+        return 0, current
+    after = current - debit
+    session.execute(update(Balance).where(Balance.user_id == payment.user_id,
+                                          Balance.currency == payment.currency)
+                    .values(amount_minor=after))
+    session.add(BalanceTransaction(user_id=payment.user_id, currency=payment.currency,
+                                   amount_minor=-debit, balance_after_minor=after,
+                                   kind="refund", payment_id=payment.id, refund_id=refund.id,
+                                   description=f"refund of payment #{payment.id}"))
+    return debit, after
+
+
+def _shorten_premium(session: Session, payment: Payment, amount_minor: int, full: bool,
+                     now: datetime) -> datetime | None:
+    """Premium loses the refunded share of the period this payment bought."""
+    assert payment.plan is not None
+    period = timedelta(days=PLAN_DAYS[payment.plan])
+    cut = timedelta(microseconds=period // timedelta(microseconds=1) * amount_minor
+                    // payment.amount_minor)
+    subscription = session.execute(select(Subscription).where(
+        Subscription.payment_id == payment.id).with_for_update()).scalars().first()
+    if subscription is not None:
+        subscription.ends_at = max(subscription.ends_at - cut,
+                                   subscription.starts_at + timedelta(seconds=1))
+        if full:
+            subscription.status = "refunded"
+    user = session.execute(select(User).where(User.id == payment.user_id)
+                           .with_for_update()).scalars().one()
+    if user.premium_ends_at is None:
+        return None
+    ends = user.premium_ends_at - cut
+    if ends > now:
+        user.premium_ends_at = ends
+        return ends
+    user.premium_ends_at = now
+    user.tier = "trial" if user.trial_ends_at and user.trial_ends_at > now else "free"
+    return now
 
 
 def buy_with_balance(engine: Engine, user_id: int, plan: str, currency: str = "RUB",

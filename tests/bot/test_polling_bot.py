@@ -142,3 +142,23 @@ def test_redis_down_keeps_the_bot_polling_and_answering(emu_client, database_url
         assert heartbeat.age(rt.redis, "bot") < 5
     finally:
         rt.close()
+
+
+def test_updates_and_handler_errors_are_counted_for_metrics(chat_with, redis_conn,
+                                                            monkeypatch):
+    from habitbot import metrics
+    from habitbot.bot.registry import registry
+
+    chat = chat_with(3091, "Max", "en")
+    chat.say("/start")
+    chat.press("🇬🇧 English")
+
+    def broken(ctx, message):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(registry.commands, "help", broken)
+    assert "something went wrong" in chat.say("/help")["text"]
+    stored = metrics.stored(redis_conn)
+    assert stored['habitbot_updates_total{kind="message"}'] == 2
+    assert stored['habitbot_updates_total{kind="callback_query"}'] == 1
+    assert stored['habitbot_handler_errors_total{kind="message"}'] == 1

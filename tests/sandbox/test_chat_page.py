@@ -34,12 +34,14 @@ class EchoBot:
 
     Text gets an HTML echo with two callback buttons and a URL button; ``done`` edits that
     message and answers with a toast, ``later`` answers with an alert; a location and a
-    sticker get a short reply.
+    sticker get a short reply. ``/buy`` sends a Stars invoice (``/buy decline`` one whose
+    pre-checkout query the bot refuses); a successful payment is recorded and thanked for.
     """
 
     def __init__(self, api_url: str) -> None:
         self.api_url = api_url
         self.errors: list[str] = []
+        self.payments: list[tuple[str, int, str]] = []
         self.stopping = threading.Event()
         self.session = requests.Session()
         self.thread = threading.Thread(target=self.run, name="echo-bot", daemon=True)
@@ -77,10 +79,28 @@ class EchoBot:
             self.on_message(update["message"])
         elif "callback_query" in update:
             self.on_callback(update["callback_query"])
+        elif "pre_checkout_query" in update:
+            query = update["pre_checkout_query"]
+            if query["invoice_payload"] == "decline":
+                self.call("answerPreCheckoutQuery", pre_checkout_query_id=query["id"],
+                          ok=False, error_message="Sold out, sorry")
+            else:
+                self.call("answerPreCheckoutQuery", pre_checkout_query_id=query["id"], ok=True)
 
     def on_message(self, message: dict[str, Any]) -> None:
         chat_id = message["chat"]["id"]
-        if "text" in message:
+        if "successful_payment" in message:
+            paid = message["successful_payment"]
+            self.payments.append((paid["invoice_payload"], paid["total_amount"],
+                                  paid["currency"]))
+            self.call("sendMessage", chat_id=chat_id,
+                      text=f"Thanks for {paid['total_amount']} stars")
+        elif message.get("text", "").startswith("/buy"):
+            payload = "decline" if "decline" in message["text"] else "ok"
+            self.call("sendInvoice", chat_id=chat_id, title="Stars pack",
+                      description="Fifty stars of fun", payload=payload, provider_token="",
+                      currency="XTR", prices=[{"label": "Pack", "amount": 50}])
+        elif "text" in message:
             keyboard = {"inline_keyboard": [
                 [{"text": "Done", "callback_data": "done"},
                  {"text": "Later", "callback_data": "later"}],
@@ -328,3 +348,35 @@ def test_existing_chat_is_picked_and_formatting_rendered(
     assert command.text == "/help"
     command.click()
     wait(browser, lambda d: [m for m in messages(d, "user") if message_text(m) == "/help"])
+
+
+def test_an_invoice_is_paid_from_the_page(page: WebDriver, bot: EchoBot) -> None:
+    create_user(page, 6161, "Stella", "en")
+    type_message(page, "/buy")
+    invoice = wait(page, lambda d: d.find_elements(
+        By.CSS_SELECTOR, "[data-testid=message][data-from=bot][data-kind=invoice]"))[0]
+    card = by_testid(invoice, "invoice")[0]
+    assert "Stars pack" in card.text and "Fifty stars of fun" in card.text
+    pay = by_testid(invoice, "pay-button")[0]
+    assert pay.text == "Pay 50 \N{WHITE MEDIUM STAR}"
+    pay.click()
+    wait(page, lambda d: [m for m in messages(d, "bot") if m.get_attribute("data-kind") ==
+                          "text" and message_text(m) == "Thanks for 50 stars"])
+    [paid] = page.find_elements(By.CSS_SELECTOR, "[data-kind=successful_payment]")
+    assert "50 \N{WHITE MEDIUM STAR}" in paid.text
+    assert bot.payments == [("ok", 50, "XTR")]
+
+
+def test_a_declined_invoice_shows_the_bots_reason(page: WebDriver, bot: EchoBot,
+                                                  http: requests.Session,
+                                                  emu: TelegramEmulator) -> None:
+    create_user(page, 6262, "Dora", "en")
+    type_message(page, "/buy decline")
+    invoice = wait(page, lambda d: d.find_elements(
+        By.CSS_SELECTOR, "[data-testid=message][data-from=bot][data-kind=invoice]"))[0]
+    by_testid(invoice, "pay-button")[0].click()
+    alert = wait(page, lambda d: [a for a in by_testid(d, "alert") if a.is_displayed()])[0]
+    assert by_testid(alert, "alert-text")[0].text == "Sold out, sorry"
+    assert page.find_elements(By.CSS_SELECTOR, "[data-kind=successful_payment]") == []
+    assert http.get(f"{emu.url}/control/payments", timeout=5).json() == {"payments": []}
+    assert bot.payments == []

@@ -135,3 +135,175 @@ def test_a_second_credit_row_for_one_payment_is_refused_by_the_schema(engine, al
         conn.execute(insert(BalanceTransaction).values(
             user_id=alice, currency="RUB", amount_minor=100, balance_after_minor=200,
             kind="topup", payment_id=payment_id))
+
+
+# ---------------------------------------------------------------- closing, failing, refunds
+
+def _top_up(engine, user_id: int, amount: int, provider_id: str) -> int:
+    payment_id, _ = billing.create_payment(engine, user_id, "yookassa", "balance_topup",
+                                           amount, "RUB")
+    billing.complete_payment(engine, payment_id, amount, "RUB", provider_id)
+    return payment_id
+
+
+def _month(engine, user_id: int, provider_id: str, now=NOW) -> int:
+    payment_id, _ = billing.create_payment(engine, user_id, "yookassa", "subscription", 19900,
+                                           "RUB", plan="month")
+    billing.complete_payment(engine, payment_id, 19900, "RUB", provider_id, now=now)
+    return payment_id
+
+
+def _payment(engine, payment_id: int):
+    with engine.connect() as conn:
+        return conn.execute(select(Payment).where(Payment.id == payment_id)).one()
+
+
+def test_a_late_cancel_after_success_changes_nothing(engine, alice):
+    paid = _top_up(engine, alice, 1000, "yk-paid")
+    assert billing.cancel_payment(engine, paid, "expired_on_confirmation") is False
+    assert _payment(engine, paid).status == "succeeded" and billing.balance(engine, alice) == 1000
+    open_id, _ = billing.create_payment(engine, alice, "yookassa", "balance_topup", 500, "RUB")
+    assert billing.cancel_payment(engine, open_id, "insufficient_funds", now=NOW) is True
+    row = _payment(engine, open_id)
+    assert (row.status, row.failure_reason, row.canceled_at) == ("canceled",
+                                                                 "insufficient_funds", NOW)
+    # a late success after the cancel credits nothing
+    late = billing.complete_payment(engine, open_id, 500, "RUB", "yk-late")
+    assert (late.credited, late.status) == (False, "canceled")
+    with pytest.raises(BillingError, match="unknown_payment"):
+        billing.cancel_payment(engine, 4242)
+
+
+def test_failing_a_payment_keeps_the_reason(engine, alice):
+    payment_id, _ = billing.create_payment(engine, alice, "cryptobot", "balance_topup", 500,
+                                           "RUB")
+    assert billing.fail_payment(engine, payment_id, "cryptobot createInvoice: timeout")
+    assert not billing.fail_payment(engine, payment_id, "again")
+    row = _payment(engine, payment_id)
+    assert (row.status, row.failure_reason) == ("failed", "cryptobot createInvoice: timeout")
+
+
+def test_one_provider_payment_never_credits_two_of_ours(engine, alice):
+    _top_up(engine, alice, 1000, "yk-same")
+    other, _ = billing.create_payment(engine, alice, "yookassa", "balance_topup", 1000, "RUB")
+    with pytest.raises(BillingError, match="provider_id_conflict"):
+        billing.complete_payment(engine, other, 1000, "RUB", "yk-same")
+    assert _payment(engine, other).status == "pending" and billing.balance(engine, alice) == 1000
+
+
+def test_operator_reason_is_recorded_with_the_credit(engine, alice):
+    payment_id, _ = billing.create_payment(engine, alice, "yookassa", "balance_topup", 700,
+                                           "RUB")
+    billing.complete_payment(engine, payment_id, 700, "RUB", operator_reason="bank statement",
+                             now=NOW)
+    data = _payment(engine, payment_id).provider_data
+    assert data["operator_completion"] == {"reason": "bank statement", "at": NOW.isoformat()}
+
+
+def test_top_up_refund_debits_the_balance_once(engine, alice):
+    payment_id = _top_up(engine, alice, 10000, "yk-r1")
+    first = billing.apply_refund(engine, payment_id, "rf-1", 3000, "customer asked")
+    again = billing.apply_refund(engine, payment_id, "rf-1", 3000)
+    assert (first.applied, first.debited_minor, first.shortfall_minor,
+            first.balance_after) == (True, 3000, 0, 7000)
+    assert (again.applied, again.refund_id) == (False, first.refund_id)
+    assert billing.balance(engine, alice) == 7000
+    [refund_tx, _topup] = billing.history(engine, alice)
+    assert (refund_tx.kind, refund_tx.amount_minor, refund_tx.balance_after_minor,
+            refund_tx.refund_id, refund_tx.payment_id) == ("refund", -3000, 7000,
+                                                           first.refund_id, payment_id)
+    row = _payment(engine, payment_id)
+    assert (row.status, row.refunded_minor) == ("succeeded", 3000)
+    second = billing.apply_refund(engine, payment_id, "rf-2", 7000)
+    assert second.payment_status == "refunded" and billing.balance(engine, alice) == 0
+    assert _payment(engine, payment_id).status == "refunded"
+
+
+def test_refund_of_a_spent_top_up_debits_what_is_there_and_records_the_shortfall(engine,
+                                                                                  alice):
+    payment_id = _top_up(engine, alice, 25000, "yk-spent")
+    billing.buy_with_balance(engine, alice, "month", now=NOW)  # 5100 left
+    outcome = billing.apply_refund(engine, payment_id, "rf-spent", 25000)
+    assert (outcome.debited_minor, outcome.shortfall_minor, outcome.balance_after) == (
+        5100, 19900, 0)
+    assert billing.balance(engine, alice) == 0
+    [refund] = billing.refunds_of(engine, payment_id)
+    assert "not debited 19900" in refund.reason
+    # a replay of the same refund takes nothing more
+    assert billing.apply_refund(engine, payment_id, "rf-spent", 25000).applied is False
+    assert _count(engine, BalanceTransaction) == 3
+
+
+def test_subscription_refund_shortens_premium_by_its_share(engine, alice):
+    payment_id = _month(engine, alice, "yk-sub")
+    half = billing.apply_refund(engine, payment_id, "rf-half", 9950, now=NOW)
+    assert half.premium_until == NOW + timedelta(days=15)
+    assert billing.status(engine, alice, NOW).ends_at == NOW + timedelta(days=15)
+    rest = billing.apply_refund(engine, payment_id, "rf-rest", 9950, now=NOW)
+    assert rest.payment_status == "refunded" and rest.premium_until == NOW
+    with engine.connect() as conn:
+        tier, sub_status = conn.execute(
+            select(User.tier, Subscription.status).join(Subscription,
+                                                        Subscription.user_id == User.id)).one()
+    assert (tier, sub_status) == ("free", "refunded")
+
+
+def test_refunding_one_of_two_months_keeps_the_other(engine, alice):
+    first = _month(engine, alice, "yk-m1")
+    _month(engine, alice, "yk-m2")
+    outcome = billing.apply_refund(engine, first, "rf-m1", 19900, now=NOW)
+    assert outcome.premium_until == NOW + timedelta(days=30)
+    assert billing.status(engine, alice, NOW).tier == "premium"
+
+
+@pytest.mark.parametrize("case, code", [
+    ("too_much", "refund_exceeds_payment"),
+    ("pending", "not_refundable"),
+    ("unknown", "unknown_payment"),
+    ("zero", "amount_not_positive"),
+    ("other_payment", "refund_of_another_payment"),
+])
+def test_bad_refunds_change_nothing(engine, alice, case, code):
+    paid = _top_up(engine, alice, 1000, "yk-bad")
+    other = _top_up(engine, alice, 1000, "yk-other")
+    billing.apply_refund(engine, other, "rf-taken", 100)
+    pending, _ = billing.create_payment(engine, alice, "yookassa", "balance_topup", 1000, "RUB")
+    target, refund_id, amount = {
+        "too_much": (paid, "rf-x", 1001), "pending": (pending, "rf-x", 100),
+        "unknown": (9999, "rf-x", 100), "zero": (paid, "rf-x", 0),
+        "other_payment": (paid, "rf-taken", 100)}[case]
+    with pytest.raises(BillingError) as caught:
+        billing.apply_refund(engine, target, refund_id, amount)
+    assert caught.value.code == code
+    assert billing.balance(engine, alice) == 1900
+    assert _payment(engine, paid).refunded_minor == 0
+
+
+def test_concurrent_deliveries_of_one_refund_apply_it_once(engine, alice):
+    payment_id = _top_up(engine, alice, 5000, "yk-conc")
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def deliver() -> None:
+        outcome = billing.apply_refund(engine, payment_id, "rf-conc", 5000)
+        with lock:
+            results.append(outcome.applied)
+
+    threads = [threading.Thread(target=deliver) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1 and billing.balance(engine, alice) == 0
+
+
+def test_configured_prices_and_trial_length_apply(engine, alice, monkeypatch):
+    monkeypatch.setattr(billing, "PRICES", {plan: dict(p) for plan, p in billing.PRICES.items()})
+    monkeypatch.setattr(billing, "TRIAL_DAYS", billing.TRIAL_DAYS)
+    billing.configure({"month": {"RUB": 25000}, "year": {"RUB": 200000, "XTR": 900}}, 14)
+    assert billing.price("month", "RUB") == 25000 and billing.price("year", "XTR") == 900
+    with pytest.raises(billing.BillingError):
+        billing.price("month", "USD")  # no longer offered
+    assert billing.start_trial(engine, alice, now=NOW) == NOW + timedelta(days=14)
+    with pytest.raises(ValueError):
+        billing.configure({"month": {"RUB": 1}}, 7)  # a plan without prices

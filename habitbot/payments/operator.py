@@ -1,0 +1,527 @@
+"""The operator's payment tools: complete by hand, reconcile with the providers, refund, show.
+
+Everything goes through the same paths as the webhooks: the provider is asked first and its
+answer applied by `service.settle_*` (credit exactly once); only `force` credits a payment the
+provider does not confirm, and then the operator's reason is stored with the credit. Nothing
+here prints: results are returned for `habitbot.cli_payments` to render.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from habitbot.models import BalanceTransaction, Payment, Subscription, User
+from habitbot.payments import notify, service, stars
+from habitbot.payments.cryptobot import Invoice, MalformedInvoice
+from habitbot.payments.http import ProviderError, ProviderRefused
+from habitbot.payments.yookassa import MalformedAnswer, YooKassaPayment, derived_key
+from habitbot.services import billing
+from habitbot.services.billing import BillingError
+
+if TYPE_CHECKING:
+    from habitbot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("yookassa", "cryptobot", "stars")
+
+
+class OperatorError(Exception):
+    """A refusal the operator can act on; the message says what to do."""
+
+
+# ---------------------------------------------------------------- finding the payment
+
+def locate(runtime: Runtime, provider: str, provider_id: str | None = None,
+           payment_id: int | None = None) -> Payment:
+    """Our payment by our id or by the provider's id (asking the provider for our id in its
+    metadata or payload when our row lost the provider's id)."""
+    if provider not in PROVIDERS:
+        raise OperatorError(f"unknown provider {provider!r}: one of {', '.join(PROVIDERS)}")
+    if payment_id is not None:
+        row = billing.get_payment(runtime.engine, payment_id)
+        if row is None:
+            raise OperatorError(f"no payment {payment_id}")
+        if row.provider != provider:
+            raise OperatorError(f"payment {payment_id} is a {row.provider} payment, "
+                                f"not {provider}")
+        return row
+    if not provider_id:
+        raise OperatorError("give --id (the provider's payment id) or --payment (ours)")
+    row = billing.find_payment(runtime.engine, provider, provider_id)
+    if row is None:
+        our_id = _our_id_at_provider(runtime, provider, provider_id)
+        row = billing.get_payment(runtime.engine, our_id) if our_id else None
+        if row is None or row.provider != provider:
+            raise OperatorError(f"no {provider} payment {provider_id!r} in our database")
+    return row
+
+
+def _our_id_at_provider(runtime: Runtime, provider: str, provider_id: str) -> int | None:
+    try:
+        if provider == "yookassa":
+            payment = service.yookassa_client(runtime.settings).get_payment(provider_id)
+            return payment.our_payment_id
+        if provider == "cryptobot" and provider_id.isdigit():
+            found = service.cryptobot_client(runtime.settings).get_invoices([int(provider_id)])
+            invoice = found.get(int(provider_id))
+            return invoice.our_payment_id if invoice else None
+    except ProviderRefused:
+        return None
+    except (ProviderError, MalformedAnswer, MalformedInvoice) as exc:
+        raise OperatorError(f"{provider} did not answer: {exc}") from None
+    except BillingError as exc:
+        raise OperatorError(f"{provider} is not configured here ({exc.code})") from None
+    return None
+
+
+# ---------------------------------------------------------------- complete
+
+@dataclass(frozen=True)
+class CompleteResult:
+    payment_id: int
+    action: str  # credited | forced | already | refused
+    message: str
+
+
+def complete(runtime: Runtime, provider: str, *, provider_id: str | None = None,
+             payment_id: int | None = None, force: bool = False,
+             reason: str | None = None) -> CompleteResult:
+    """Confirm with the provider, then credit through the exactly-once path. Without a
+    provider confirmation only `force` with a `reason` credits (and records the reason)."""
+    if force and not (reason and reason.strip()):
+        raise OperatorError("--force needs --reason: say why the payment is credited")
+    row = locate(runtime, provider, provider_id, payment_id)
+    if row.status == "succeeded" or row.status == "refunded":
+        return CompleteResult(row.id, "already", f"payment {row.id} is already {row.status}; "
+                              "nothing to do")
+    if row.status not in billing.OPEN_STATUSES:
+        raise OperatorError(f"payment {row.id} is {row.status}: it cannot be completed (the "
+                            "user should pay again)")
+    said = _ask_provider(runtime, row, provider_id)
+    if said.credited:
+        notify.notify_completion(runtime, row.id)
+        return CompleteResult(row.id, "credited",
+                              f"{provider} confirms payment {row.id}: credited ({_what(row)})")
+    if said.outcome == "already_final":
+        current = billing.get_payment(runtime.engine, row.id)
+        return CompleteResult(row.id, "already",
+                              f"payment {row.id} is already "
+                              f"{current.status if current else 'gone'}; nothing to do")
+    if not force:
+        return CompleteResult(row.id, "refused",
+                              f"{provider} does not confirm payment {row.id} "
+                              f"({said.outcome}: {said.detail or 'not paid'}); nothing credited. "
+                              "If you are sure it was paid, rerun with --force --reason \"...\"")
+    assert reason is not None
+    try:
+        completion = billing.complete_payment(
+            runtime.engine, row.id, row.amount_minor, row.currency,
+            provider_id if provider_id and not row.provider_payment_id else None,
+            operator_reason=reason.strip())
+    except BillingError as exc:
+        raise OperatorError(f"payment {row.id} could not be credited: {exc.code}") from None
+    if not completion.credited:
+        return CompleteResult(row.id, "already", f"payment {row.id} is already "
+                              f"{completion.status}; nothing to do")
+    runtime.alerts.raise_alert(
+        "WARNING", f"payments {provider}",
+        f"payment {row.id} credited by an operator without the provider's confirmation: "
+        f"{reason.strip()}", fingerprint=f"payment_forced:{row.id}")
+    notify.notify_completion(runtime, row.id)
+    return CompleteResult(row.id, "forced", f"payment {row.id} credited by force "
+                          f"({_what(row)}); reason recorded: {reason.strip()}")
+
+
+def _what(row: Payment) -> str:
+    amount = notify.format_money(row.amount_minor, row.currency)
+    return f"top-up {amount}" if row.payment_type == "balance_topup" else \
+        f"premium {row.plan}, {amount}"
+
+
+def _ask_provider(runtime: Runtime, row: Payment,
+                  provider_id: str | None) -> service.Settlement:
+    if row.provider == "stars":
+        return service.Settlement("pending", row.id,
+                                  detail="Telegram cannot be asked about a Stars charge")
+    try:
+        return service.settle_from_provider(runtime, row, provider_id)
+    except (ProviderError, MalformedAnswer, MalformedInvoice) as exc:
+        return service.Settlement("unavailable", row.id, detail=str(exc))
+    except BillingError as exc:
+        return service.Settlement("unavailable", row.id, detail=exc.code)
+
+
+# ---------------------------------------------------------------- reconcile
+
+@dataclass
+class Difference:
+    provider: str
+    provider_id: str | None
+    payment_id: int | None
+    ours: str
+    theirs: str
+    note: str
+    fixable: bool = False
+    fixed: str | None = None
+
+
+@dataclass
+class ReconcileReport:
+    checked: int = 0
+    provider_errors: list[str] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+
+
+Progress = Callable[[int, int], None]
+
+
+def _rows_since(engine: Engine, since: datetime) -> list[Payment]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.execute(select(Payment).where(
+            Payment.provider.in_(service.PROVIDERS), Payment.created_at >= since,
+            Payment.status.in_(("pending", "waiting_for_capture", "succeeded")))
+            .order_by(Payment.id)).scalars())
+
+
+def reconcile(runtime: Runtime, since: datetime, fix: bool = False,
+              progress: Progress | None = None) -> ReconcileReport:
+    """Compare our pending and succeeded payments since `since` with what the providers say,
+    and the providers' paid payments with ours. With `fix`, open payments the provider
+    settled are settled here (credited once, or closed); differences that would take money
+    back (credited here, not paid there) are only reported."""
+    report = ReconcileReport()
+    rows = _rows_since(runtime.engine, since)
+    total = len(rows)
+    invoices = _invoices(runtime, [r for r in rows if r.provider == "cryptobot"], report)
+    for done, row in enumerate(rows, 1):
+        report.checked += 1
+        try:
+            difference = _compare(runtime, row, invoices)
+        except (ProviderError, MalformedAnswer, MalformedInvoice, BillingError) as exc:
+            report.provider_errors.append(f"payment {row.id}: {exc}")
+            difference = None
+        if difference is not None:
+            if fix and difference.fixable:
+                difference.fixed = _fix(runtime, row, invoices)
+            report.differences.append(difference)
+        if progress is not None:
+            progress(done, total)
+    known = {(r.provider, r.provider_payment_id) for r in rows}
+    report.differences.extend(_paid_elsewhere(runtime, since, known, report))
+    return report
+
+
+def _invoices(runtime: Runtime, rows: list[Payment],
+              report: ReconcileReport) -> dict[int, Invoice]:
+    ids = [int(r.provider_payment_id) for r in rows
+           if r.provider_payment_id and r.provider_payment_id.isdigit()]
+    if not ids or not service.configured(runtime.settings, "cryptobot"):
+        return {}
+    try:
+        return service.cryptobot_client(runtime.settings).get_invoices(ids)
+    except (ProviderError, MalformedInvoice) as exc:
+        report.provider_errors.append(f"cryptobot getInvoices: {exc}")
+        return {}
+
+
+def _their_status(runtime: Runtime, row: Payment,
+                  invoices: dict[int, Invoice]) -> tuple[str, int | None]:
+    """(status at the provider, refunded minor units at the provider when known)."""
+    assert row.provider_payment_id is not None
+    if row.provider == "yookassa":
+        try:
+            payment = service.yookassa_client(runtime.settings).get_payment(
+                row.provider_payment_id)
+        except ProviderRefused as exc:
+            if exc.not_found:
+                return "missing", None
+            raise
+        return payment.status, payment.refunded_minor
+    invoice = invoices.get(int(row.provider_payment_id)) \
+        if row.provider_payment_id.isdigit() else None
+    if invoice is None:
+        return "missing", None
+    return {"paid": "succeeded", "expired": "canceled"}.get(invoice.status, "pending"), None
+
+
+def _compare(runtime: Runtime, row: Payment,
+             invoices: dict[int, Invoice]) -> Difference | None:
+    if not service.configured(runtime.settings, row.provider):
+        raise BillingError(f"{row.provider} is not configured")
+    if not row.provider_payment_id:
+        if row.status == "succeeded":
+            return None
+        return Difference(row.provider, None, row.id, row.status, "never created",
+                          "the provider never answered the creation; the user saw no link")
+    theirs, refunded = _their_status(runtime, row, invoices)
+    ours = row.status
+    if ours in billing.OPEN_STATUSES:
+        if theirs in ("pending",):
+            return None
+        if theirs in ("succeeded", "waiting_for_capture"):
+            return Difference(row.provider, row.provider_payment_id, row.id, ours, theirs,
+                              "paid at the provider, not credited here", fixable=True)
+        if theirs == "canceled":
+            return Difference(row.provider, row.provider_payment_id, row.id, ours, theirs,
+                              "closed at the provider, still open here", fixable=True)
+        return Difference(row.provider, row.provider_payment_id, row.id, ours, theirs,
+                          "the provider does not know this payment")
+    if theirs != "succeeded":
+        return Difference(row.provider, row.provider_payment_id, row.id, ours, theirs,
+                          "CREDITED HERE BUT NOT PAID AT THE PROVIDER: check it by hand")
+    if refunded is not None and refunded > row.refunded_minor:
+        return Difference(row.provider, row.provider_payment_id, row.id, ours,
+                          f"{theirs}, refunded {refunded}",
+                          f"refunds at the provider ({refunded}) not applied here "
+                          f"({row.refunded_minor})", fixable=True)
+    return None
+
+
+def _fix(runtime: Runtime, row: Payment, invoices: dict[int, Invoice]) -> str:
+    try:
+        if row.status in billing.OPEN_STATUSES:
+            if row.provider == "cryptobot" and row.provider_payment_id:
+                invoice = invoices[int(row.provider_payment_id)]
+                settled = service.settle_cryptobot(runtime, invoice, expected_payment_id=row.id)
+            else:
+                settled = service.settle_from_provider(runtime, row)
+            if settled.credited:
+                notify.notify_completion(runtime, row.id)
+            return settled.outcome
+        return _apply_missing_refunds(runtime, row)
+    except (ProviderError, MalformedAnswer, MalformedInvoice, BillingError, KeyError) as exc:
+        return f"not fixed: {exc}"
+
+
+def _apply_missing_refunds(runtime: Runtime, row: Payment) -> str:
+    from habitbot.payments.notifications import apply_provider_refund
+
+    assert row.provider_payment_id is not None
+    client = service.yookassa_client(runtime.settings)
+    applied = 0
+    for refund in client.list_refunds(row.provider_payment_id):
+        if refund.status != "succeeded":
+            continue
+        handled = apply_provider_refund(runtime, row.id, "yookassa", row.provider_payment_id,
+                                        refund.id, refund.amount_minor, refund.currency)
+        if handled.outcome == "refunded":
+            applied += 1
+            if handled.refund_id is not None:
+                notify.notify_refund(runtime, handled.refund_id)
+    return f"{applied} refund(s) applied"
+
+
+def _paid_elsewhere(runtime: Runtime, since: datetime, known: set[tuple[str, str | None]],
+                    report: ReconcileReport) -> list[Difference]:
+    """Payments the providers say are paid that we have no succeeded-or-open row for (after
+    a database restore, or a row lost some other way). Reported, never fixed blindly."""
+    found: list[Difference | None] = []
+    settings = runtime.settings
+    if service.configured(settings, "yookassa"):
+        try:
+            paid = service.yookassa_client(settings).list_payments(
+                status="succeeded", created_gte=since.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+        except (ProviderError, MalformedAnswer) as exc:
+            report.provider_errors.append(f"yookassa list payments: {exc}")
+            paid = []
+        found.extend(_unknown_paid(runtime, "yookassa", p.id, p.our_payment_id, known)
+                     for p in paid if _created_since(p, since))
+    if service.configured(settings, "cryptobot"):
+        try:
+            invoices = service.cryptobot_client(settings).paid_invoices()
+        except (ProviderError, MalformedInvoice) as exc:
+            report.provider_errors.append(f"cryptobot paid invoices: {exc}")
+            invoices = []
+        found.extend(_unknown_paid(runtime, "cryptobot", str(i.invoice_id), i.our_payment_id,
+                                   known) for i in invoices if _paid_since(i, since))
+    return [d for d in found if d is not None]
+
+
+def _created_since(payment: YooKassaPayment, since: datetime) -> bool:
+    created = _parse_time(payment.raw.get("created_at"))
+    return created is None or created >= since
+
+
+def _paid_since(invoice: Invoice, since: datetime) -> bool:
+    paid = _parse_time(invoice.raw.get("paid_at") or invoice.raw.get("created_at"))
+    return paid is None or paid >= since
+
+
+def _parse_time(raw: object) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _unknown_paid(runtime: Runtime, provider: str, provider_id: str, our_id: int | None,
+                  known: set[tuple[str, str | None]]) -> Difference | None:
+    if (provider, provider_id) in known:
+        return None
+    row = billing.find_payment(runtime.engine, provider, provider_id)
+    if row is None and our_id is not None:
+        row = billing.get_payment(runtime.engine, our_id)
+        if row is not None and row.provider_payment_id not in (None, provider_id):
+            row = None
+    if row is not None and row.status in ("succeeded", "refunded"):
+        return None
+    ours = row.status if row is not None else "no row"
+    return Difference(provider, provider_id, row.id if row else our_id, ours, "succeeded",
+                      "paid at the provider, unknown or not credited here: check it, then "
+                      "`habitbot payments complete`", fixable=False)
+
+
+# ---------------------------------------------------------------- refund
+
+@dataclass(frozen=True)
+class RefundResult:
+    payment_id: int
+    message: str
+    outcome: billing.RefundOutcome | None = None
+
+
+def refund(runtime: Runtime, provider: str, *, provider_id: str | None = None,
+           payment_id: int | None = None, amount_minor: int | None = None,
+           reason: str | None = None) -> RefundResult:
+    """Refund at the provider, then apply it here exactly once (debit or shorten premium)."""
+    row = locate(runtime, provider, provider_id, payment_id)
+    if row.status not in ("succeeded", "refunded"):
+        raise OperatorError(f"payment {row.id} is {row.status}: only paid payments can be "
+                            "refunded")
+    left = row.amount_minor - row.refunded_minor
+    if left <= 0:
+        raise OperatorError(f"payment {row.id} is already refunded in full")
+    amount = left if amount_minor is None else amount_minor
+    if not 0 < amount <= left:
+        raise OperatorError(f"the amount must be within 1..{left} minor units "
+                            f"({notify.format_money(left, row.currency)} can be refunded)")
+    if provider == "stars":
+        if amount != row.amount_minor:
+            raise OperatorError("Telegram Stars are refunded in full only")
+        try:
+            outcome = stars.refund_stars(runtime, row.id, reason)
+        except stars.StarsError as exc:
+            raise OperatorError(f"Stars refund refused: {exc}") from None
+        return _refunded(runtime, row, outcome)
+    if provider == "cryptobot":
+        raise OperatorError("Crypto Pay has no refund API: send the coins back from the "
+                            "@CryptoBot app by hand; the balance is not changed here")
+    return _refund_yookassa(runtime, row, amount, reason)
+
+
+def _refund_yookassa(runtime: Runtime, row: Payment, amount: int,
+                     reason: str | None) -> RefundResult:
+    from habitbot.payments.notifications import apply_provider_refund
+
+    assert row.provider_payment_id is not None
+    # Stable for this refund: rerunning after a lost answer replays it instead of refunding
+    # again; the next refund of the same payment has a new refunded total, hence a new key.
+    key = derived_key(row.idempotence_key, f"refund:{row.refunded_minor}:{amount}")
+    try:
+        made = service.yookassa_client(runtime.settings).create_refund(
+            row.provider_payment_id, amount, row.currency, key, reason)
+    except ProviderRefused as exc:
+        raise OperatorError(f"YooKassa refused the refund: {exc}") from None
+    except (ProviderError, MalformedAnswer) as exc:
+        raise OperatorError(f"YooKassa did not answer ({exc}); run the same command again: "
+                            "it cannot refund twice") from None
+    if made.status != "succeeded":
+        return RefundResult(row.id, f"refund {made.id} is {made.status} at YooKassa; it is "
+                            "applied here when YooKassa reports it succeeded")
+    handled = apply_provider_refund(runtime, row.id, "yookassa", row.provider_payment_id,
+                                    made.id, made.amount_minor, made.currency, reason)
+    if handled.outcome not in ("refunded", "already_final"):
+        raise OperatorError(f"refunded at YooKassa ({made.id}) but not applied here: "
+                            f"{handled.detail}")
+    if handled.outcome == "refunded" and handled.refund_id is not None:
+        notify.notify_refund(runtime, handled.refund_id)
+    return RefundResult(row.id, _refund_message(row, made.id, handled.refund),
+                        handled.refund)
+
+
+def _refunded(runtime: Runtime, row: Payment, outcome: billing.RefundOutcome) -> RefundResult:
+    if outcome.applied:
+        notify.notify_refund(runtime, outcome.refund_id)
+    charge = row.provider_payment_id
+    return RefundResult(row.id, _refund_message(row, charge or "", outcome), outcome)
+
+
+def _refund_message(row: Payment, provider_refund_id: str,
+                    outcome: billing.RefundOutcome | None) -> str:
+    if outcome is None:
+        return f"payment {row.id}: refund {provider_refund_id} recorded"
+    amount = notify.format_money(outcome.amount_minor, row.currency)
+    text = f"payment {row.id}: refunded {amount} (provider refund {provider_refund_id})"
+    if not outcome.applied:
+        text += "; it had already been applied here, nothing changed"
+    elif row.payment_type == "balance_topup":
+        text += f"; {notify.format_money(outcome.debited_minor, row.currency)} taken from the " \
+                "balance"
+        if outcome.shortfall_minor:
+            text += (f"; {notify.format_money(outcome.shortfall_minor, row.currency)} was "
+                     "already spent and could not be taken back")
+    elif outcome.premium_until is not None:
+        text += f"; premium now ends {outcome.premium_until:%Y-%m-%d %H:%M} UTC"
+    return text
+
+
+# ---------------------------------------------------------------- show
+
+def show(runtime: Runtime, payment_id: int) -> list[str]:
+    """Everything about one payment, for the operator."""
+    engine = runtime.engine
+    with Session(engine) as session:
+        row = session.get(Payment, payment_id)
+        if row is None:
+            raise OperatorError(f"no payment {payment_id}")
+        user = session.get(User, row.user_id)
+        txs = list(session.execute(select(BalanceTransaction).where(
+            BalanceTransaction.payment_id == payment_id).order_by(BalanceTransaction.id))
+            .scalars())
+        subscription = session.execute(select(Subscription).where(
+            Subscription.payment_id == payment_id)).scalars().first()
+        lines = [
+            f"payment {row.id}: {row.provider} {row.payment_type}"
+            + (f" ({row.plan})" if row.plan else ""),
+            f"  status          {row.status}",
+            f"  amount          {notify.format_money(row.amount_minor, row.currency)}"
+            f" ({row.amount_minor} {row.currency} minor units)",
+            f"  refunded        {notify.format_money(row.refunded_minor, row.currency)}",
+            f"  user            {row.user_id} (Telegram {user.telegram_id if user else '?'})",
+            f"  provider id     {row.provider_payment_id or '-'}",
+            f"  our key         {row.idempotence_key}",
+            f"  created         {row.created_at:%Y-%m-%d %H:%M:%S} UTC",
+            f"  completed       {_when(row.completed_at)}",
+            f"  canceled        {_when(row.canceled_at)}",
+        ]
+        if row.failure_reason:
+            lines.append(f"  reason          {row.failure_reason}")
+        forced = (row.provider_data or {}).get("operator_completion")
+        if forced:
+            lines.append(f"  forced by an operator at {forced.get('at')}: {forced.get('reason')}")
+        for tx in txs:
+            lines.append(f"  balance {tx.kind:<9} {tx.amount_minor:+} → {tx.balance_after_minor}"
+                         f" {tx.currency} at {tx.created_at:%Y-%m-%d %H:%M:%S}")
+        if subscription is not None:
+            lines.append(f"  subscription    {subscription.plan} {subscription.status} "
+                         f"{subscription.starts_at:%Y-%m-%d} → {subscription.ends_at:%Y-%m-%d}")
+    for refund_row in billing.refunds_of(engine, payment_id):
+        lines.append(f"  refund          {refund_row.provider_refund_id} "
+                     f"{notify.format_money(refund_row.amount_minor, row.currency)} "
+                     f"{refund_row.status} at {refund_row.created_at:%Y-%m-%d %H:%M:%S}"
+                     + (f" ({refund_row.reason})" if refund_row.reason else ""))
+    return lines
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "-"
