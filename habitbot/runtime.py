@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import redis
 from sqlalchemy import Engine
 
+from habitbot import metrics
 from habitbot.config import ConfigError, Settings, load_settings
 from habitbot.db import ProcessKind, make_engine
 from habitbot.logs import setup_logging
@@ -60,9 +61,14 @@ def build_runtime(program: str, kind: ProcessKind, settings: Settings | None = N
     settings = settings or load_settings_or_exit(program)
     if configure_logging:
         setup_logging(program)
-    billing.configure(settings.prices, settings.trial_days)
     engine = make_engine(settings.database_url, kind, settings.db_connect_timeout)
     redis_conn = make_redis(settings.redis_url)
+    billing.configure(
+        settings.prices, settings.trial_days,
+        on_credited=lambda provider, kind_: metrics.incr(
+            redis_conn, "habitbot_payments_credited_total", provider=provider, type=kind_),
+        on_refunded=lambda provider, _kind: metrics.incr(
+            redis_conn, "habitbot_payments_refunded_total", provider=provider))
     telegram = BotApiClient(settings.telegram_api_url, settings.bot_token)
     limiter = RateLimiter(redis_conn, Limits(global_rate=settings.telegram_global_rate,
                                              chat_rate=settings.telegram_chat_rate))

@@ -17,7 +17,6 @@ never turn a committed credit into an error answer.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -26,17 +25,18 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from habitbot import metrics
 from habitbot.payments import cryptobot, notifications, notify, service
 from habitbot.payments.http import ProviderError
 from habitbot.payments.notifications import BadNotification, Handled
 from habitbot.payments.yookassa import MalformedAnswer
 from habitbot.runtime import Runtime
+from webhooks import proxies
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("payments", __name__)
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _answer(status: int, **body: Any) -> Response:
@@ -46,28 +46,12 @@ def _answer(status: int, **body: Any) -> Response:
     return response
 
 
+def _count(runtime: Runtime, provider: str, outcome: str) -> None:
+    metrics.incr(runtime.redis, "habitbot_webhooks_total", provider=provider, outcome=outcome)
+
+
 def _runtime() -> Runtime:
     return current_app.extensions["habitbot"]
-
-
-def client_ip(remote_addr: str | None, forwarded_for: str | None,
-              trusted_proxies: int) -> IpAddress | None:
-    """The address the request came from: the socket's peer, or with N trusted proxies the
-    N-th address from the right of X-Forwarded-For (each proxy appends its peer's address;
-    anything further left was written by the client and is not trusted). None when unknown."""
-    raw: str | None = remote_addr
-    if trusted_proxies > 0:
-        hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
-        raw = hops[-trusted_proxies] if len(hops) >= trusted_proxies else None
-    if not raw:
-        return None
-    try:
-        address = ipaddress.ip_address(raw.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def _body() -> bytes:
@@ -83,6 +67,7 @@ def _handle(provider: str, parse: Callable[[bytes], tuple[str, dict[str, Any]]],
         handled = handle(runtime, kind, obj)
     except BadNotification as exc:
         log.warning("malformed notification", extra={"provider": provider, "error": str(exc)})
+        _count(runtime, provider, "malformed")
         return _answer(400, error="malformed", detail=str(exc))
     except (ProviderError, MalformedAnswer) as exc:
         log.error("provider unavailable while handling a notification",
@@ -91,14 +76,17 @@ def _handle(provider: str, parse: Callable[[bytes], tuple[str, dict[str, Any]]],
             "WARNING", f"payments {provider}",
             f"a notification could not be verified ({exc}); answered 503, the provider will "
             "retry", fingerprint=f"webhook_reread_failed:{provider}")
+        _count(runtime, provider, "provider_unavailable")
         return _answer(503, error="provider_unavailable")
     except SQLAlchemyError as exc:
         log.error("database unavailable while handling a notification",
                   extra={"provider": provider, "event": kind, "error": type(exc).__name__})
+        _count(runtime, provider, "database_unavailable")
         return _answer(503, error="database_unavailable")
     log.info("notification handled", extra={
         "provider": provider, "event": kind, "outcome": handled.outcome,
         "payment_id": handled.payment_id})
+    _count(runtime, provider, handled.outcome)
     if handled.outcome == "credited" and handled.payment_id is not None:
         notify.enqueue_completion_notice(runtime, handled.payment_id)
     if handled.outcome == "refunded" and handled.refund_id is not None:
@@ -117,7 +105,7 @@ def too_large(exc: RequestEntityTooLarge) -> Response:
 def yookassa_webhook() -> Response:
     runtime = _runtime()
     settings = runtime.settings
-    ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+    ip = proxies.client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
                    settings.trusted_proxies)
     if ip is None or not any(ip in network for network in settings.yookassa_trusted_ips):
         log.warning("YooKassa notification from an untrusted address",
@@ -128,6 +116,7 @@ def yookassa_webhook() -> Response:
             "YOOKASSA_TRUSTED_IPS). If YooKassa's notifications are refused, check "
             "TRUSTED_PROXIES and the proxy's X-Forwarded-For.",
             fingerprint="yookassa_untrusted_ip")
+        _count(runtime, "yookassa", "untrusted_source")
         return _answer(403, error="untrusted_source")
     body = _body()
     if not service.configured(settings, "yookassa"):
@@ -149,6 +138,7 @@ def cryptobot_webhook() -> Response:
                                      request.headers.get(cryptobot.SIGNATURE_HEADER)):
         log.warning("Crypto Pay update with a bad or missing signature",
                     extra={"client_ip": request.remote_addr})
+        _count(runtime, "cryptobot", "bad_signature")
         return _answer(401, error="bad_signature")
     return _handle("cryptobot", notifications.parse_cryptobot, notifications.handle_cryptobot,
                    body)

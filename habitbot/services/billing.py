@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import cast
@@ -151,10 +152,20 @@ def status(engine: Engine, user_id: int, now: datetime | None = None) -> Premium
     return PremiumStatus("free", None, not trial_used)
 
 
-def configure(prices: dict[str, dict[str, int]], trial_days: int) -> None:
-    """Prices and the trial length from the settings (PRICE_MONTH, PRICE_YEAR, TRIAL_DAYS);
-    every process calls this once at start (build_runtime)."""
-    global TRIAL_DAYS
+# Told after a credit or a refund is committed (provider, payment type): the process's metrics.
+Observer = Callable[[str, str], None]
+_on_credited: Observer | None = None
+_on_refunded: Observer | None = None
+
+
+def configure(prices: dict[str, dict[str, int]], trial_days: int,
+              on_credited: Observer | None = None, on_refunded: Observer | None = None
+              ) -> None:
+    """Prices and the trial length from the settings (PRICE_MONTH, PRICE_YEAR, TRIAL_DAYS),
+    and who to tell about credits and refunds; every process calls this once at start
+    (build_runtime)."""
+    global TRIAL_DAYS, _on_credited, _on_refunded
+    _on_credited, _on_refunded = on_credited, on_refunded
     for plan in PLAN_DAYS:
         if not prices.get(plan):
             raise ValueError(f"no prices for {plan}")
@@ -298,6 +309,7 @@ def _complete(engine: Engine, payment_id: int, amount_minor: int, currency: str,
                                             payment_id, now)
     log.info("Payment completed", extra={"payment_id": payment_id,
                                          "payment_type": row.payment_type})
+    _observe(_on_credited, row.provider, row.payment_type)
     return Completion(payment_id, True, "succeeded", balance_after, premium_until)
 
 
@@ -448,6 +460,7 @@ def _apply_refund(engine: Engine, payment_id: int, provider_refund_id: str, amou
                               .with_for_update()).scalars().first()
         if row is None:
             raise BillingError("unknown_payment")
+        provider_of_refund = row.provider
         replay = session.execute(select(PaymentRefund).where(
             PaymentRefund.provider == row.provider,
             PaymentRefund.provider_refund_id == provider_refund_id)).scalars().first()
@@ -490,7 +503,17 @@ def _apply_refund(engine: Engine, payment_id: int, provider_refund_id: str, amou
     log.info("Refund applied", extra={"payment_id": payment_id, "refund_id": outcome.refund_id,
                                       "amount_minor": amount_minor,
                                       "shortfall_minor": shortfall})
+    _observe(_on_refunded, provider_of_refund, outcome.payment_type)
     return outcome
+
+
+def _observe(observer: Observer | None, provider: str, payment_type: str) -> None:
+    if observer is None:
+        return
+    try:
+        observer(provider, payment_type)
+    except Exception:  # metrics never undo or fail a committed credit
+        log.warning("credit observer failed", exc_info=True)
 
 
 def _debit_refund(session: Session, payment: Payment, refund: PaymentRefund,
@@ -555,7 +578,9 @@ def buy_with_balance(engine: Engine, user_id: int, plan: str, currency: str = "R
         session.flush()
         _change_balance(session, user_id, currency, -cost, "purchase", payment.id,
                         f"premium {plan}")
-        return _extend_premium(session, user_id, plan, "balance", payment.id, now)
+        until = _extend_premium(session, user_id, plan, "balance", payment.id, now)
+    _observe(_on_credited, "balance", "subscription")
+    return until
 
 
 def expire_tiers(engine: Engine, now: datetime | None = None) -> int:

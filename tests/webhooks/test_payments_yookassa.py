@@ -11,6 +11,7 @@ import pytest
 import requests
 from sqlalchemy import update
 
+from habitbot import metrics
 from habitbot.config import load_settings
 from habitbot.models import Payment
 from habitbot.payments import service
@@ -29,7 +30,7 @@ from tests.payments.support import (
     serving,
 )
 from tests.support.polling import wait_until
-from webhooks.payments import client_ip
+from webhooks.proxies import client_ip
 
 alice = support.alice
 kassa = support.kassa
@@ -87,6 +88,13 @@ def test_hundred_concurrent_duplicates_credit_exactly_once(web, alice, kassa_con
     assert all(d["statuses"][-1] == 200 for d in delivered)
     assert credits(web.runtime.engine) == 1
     assert billing.balance(web.runtime.engine, alice) == 5000
+    # /metrics: one credit, 101 notifications handled (1 credited, 100 already final).
+    counted = metrics.stored(web.runtime.redis)
+    assert counted['habitbot_payments_credited_total{provider="yookassa",type="balance_topup"}'] \
+        == 1
+    outcomes = {k: v for k, v in counted.items() if k.startswith("habitbot_webhooks_total")}
+    assert outcomes['habitbot_webhooks_total{provider="yookassa",outcome="credited"}'] == 1
+    assert sum(outcomes.values()) == 101
 
 
 def test_forged_success_of_an_unpaid_payment_credits_nothing(web, alice, kassa_control):
