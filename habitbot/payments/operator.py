@@ -24,6 +24,7 @@ from habitbot.payments.http import ProviderError, ProviderRefused
 from habitbot.payments.yookassa import MalformedAnswer, YooKassaPayment, derived_key
 from habitbot.services import billing
 from habitbot.services.billing import BillingError
+from habitbot.telegram.errors import TelegramError
 
 if TYPE_CHECKING:
     from habitbot.runtime import Runtime
@@ -69,12 +70,17 @@ def _our_id_at_provider(runtime: Runtime, provider: str, provider_id: str) -> in
         if provider == "yookassa":
             payment = service.yookassa_client(runtime.settings).get_payment(provider_id)
             return payment.our_payment_id
+        if provider == "stars":
+            charge = stars.find_charge(runtime, provider_id)
+            return stars.parse_payload(charge.payload) if charge else None
         if provider == "cryptobot" and provider_id.isdigit():
             found = service.cryptobot_client(runtime.settings).get_invoices([int(provider_id)])
             invoice = found.get(int(provider_id))
             return invoice.our_payment_id if invoice else None
     except ProviderRefused:
         return None
+    except TelegramError as exc:
+        raise OperatorError(f"Telegram did not answer: {exc}") from None
     except (ProviderError, MalformedAnswer, MalformedInvoice) as exc:
         raise OperatorError(f"{provider} did not answer: {exc}") from None
     except BillingError as exc:
@@ -149,14 +155,35 @@ def _what(row: Payment) -> str:
 def _ask_provider(runtime: Runtime, row: Payment,
                   provider_id: str | None) -> service.Settlement:
     if row.provider == "stars":
-        return service.Settlement("pending", row.id,
-                                  detail="Telegram cannot be asked about a Stars charge")
+        return _ask_telegram(runtime, row, provider_id)
     try:
         return service.settle_from_provider(runtime, row, provider_id)
     except (ProviderError, MalformedAnswer, MalformedInvoice) as exc:
         return service.Settlement("unavailable", row.id, detail=str(exc))
     except BillingError as exc:
         return service.Settlement("unavailable", row.id, detail=exc.code)
+
+
+def _ask_telegram(runtime: Runtime, row: Payment, charge_id: str | None) -> service.Settlement:
+    """A Stars payment whose `successful_payment` we could not record: Telegram confirms the
+    charge (`getStarTransactions`), then the bot's own exactly-once path credits it."""
+    charge_id = charge_id or row.provider_payment_id
+    if not charge_id:
+        return service.Settlement("pending", row.id, detail="give the charge id with --id "
+                                  "(telegram_payment_charge_id, from the alert or the log)")
+    try:
+        charge = stars.find_charge(runtime, charge_id)
+        if charge is None or stars.parse_payload(charge.payload) != row.id:
+            return service.Settlement("pending", row.id, detail=f"Telegram has no charge "
+                                      f"{charge_id} for payment {row.id}")
+        settled = stars.complete_charge(runtime, charge_id)
+    except stars.StarsError as exc:
+        return service.Settlement("pending", row.id, detail=exc.detail or exc.code)
+    except TelegramError as exc:
+        return service.Settlement("unavailable", row.id, detail=str(exc))
+    outcome = {"credited": "credited", "duplicate": "already_final"}.get(settled.outcome,
+                                                                       "mismatch")
+    return service.Settlement(outcome, row.id, settled.completion, settled.reason or "")
 
 
 # ---------------------------------------------------------------- reconcile

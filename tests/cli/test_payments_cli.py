@@ -175,10 +175,30 @@ def test_a_stars_payment_is_completed_only_by_force(run, runtime, alice):
                                            "XTR", plan="month")
     code, _, err = run("payments", "complete", "--provider", "stars", "--payment",
                        str(payment_id))
-    assert code == 1 and "cannot be asked" in err
+    assert code == 1 and "give the charge id" in err
+    code, _, err = run("payments", "complete", "--provider", "stars", "--id", "no-such-charge")
+    assert code == 1 and "no stars payment 'no-such-charge'" in err
     code, out, _ = run("payments", "complete", "--provider", "stars", "--payment",
                        str(payment_id), "--force", "--reason", "user sent the receipt")
     assert code == 0 and billing.status(runtime.engine, alice).tier == "premium"
+
+
+def test_a_stars_charge_the_bot_missed_is_confirmed_by_telegram_then_credited(
+        run, runtime, alice, emu_client):
+    """The database was down when `successful_payment` arrived: Telegram has the charge, we
+    have a pending payment. The operator completes it by the charge id alone."""
+    payment_id = stars.send_invoice(runtime, alice, ALICE_TG, "month", title="Premium",
+                                    description="Premium for a month", label="1 month")
+    invoice = emu_client.messages(ALICE_TG, sender="bot")[-1]
+    paid = emu_client.pay(ALICE_TG, invoice_message_id=invoice["message_id"])
+    charge = paid.get("telegram_payment_charge_id") or paid.get("charge_id")
+    assert payment_row(runtime.engine, payment_id).status == "pending"
+    code, out, _ = run("payments", "complete", "--provider", "stars", "--id", charge)
+    assert code == 0 and "credited" in out, out
+    assert payment_row(runtime.engine, payment_id).status == "succeeded"
+    assert billing.status(runtime.engine, alice).tier == "premium"
+    code, out, _ = run("payments", "complete", "--provider", "stars", "--id", charge)
+    assert code == 0 and "already succeeded" in out  # once
 
 
 # ---------------------------------------------------------------- reconcile
