@@ -18,6 +18,8 @@ import bisect
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import redis
@@ -141,12 +143,36 @@ def _bound(bound: float) -> str:
     return repr(float(bound))
 
 
+_current: ContextVar[Batch | None] = ContextVar("habitbot_metrics_batch", default=None)
+
+
+@contextmanager
+def collecting(conn: redis.Redis) -> Iterator[Batch]:
+    """Within the block (one web request, one job), `incr` and `observe` add to one batch
+    written in one round trip at the end, whoever calls them."""
+    batch = Batch(conn)
+    token = _current.set(batch)
+    try:
+        yield batch
+    finally:
+        _current.reset(token)
+        batch.flush()
+
+
 def incr(conn: redis.Redis, name: str, amount: int = 1, **labels: object) -> None:
+    current = _current.get()
+    if current is not None:
+        current.incr(name, amount, **labels)
+        return
     with Batch(conn) as batch:
         batch.incr(name, amount, **labels)
 
 
 def observe(conn: redis.Redis, name: str, seconds: float, **labels: object) -> None:
+    current = _current.get()
+    if current is not None:
+        current.observe(name, seconds, **labels)
+        return
     with Batch(conn) as batch:
         batch.observe(name, seconds, **labels)
 

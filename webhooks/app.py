@@ -41,21 +41,29 @@ def create_app(config: Settings | None = None, configure_logging: bool = True) -
 
 def _count_requests(app: Flask) -> None:
     """Requests by endpoint (the route's name, not the path: bounded cardinality) and status,
-    and their duration. /metrics itself is not counted."""
+    and their duration; whatever the request counts itself (webhook outcomes, credits) goes
+    out in the same single Redis round trip at its end. /metrics itself is not counted."""
 
     @app.before_request
     def started() -> None:
         g.started = time.perf_counter()
+        g.metrics = metrics.collecting(app.extensions["habitbot"].redis)
+        g.metrics_batch = g.metrics.__enter__()
 
     @app.after_request
     def counted(response: Response) -> Response:
         endpoint = request.endpoint or "unmatched"
-        if endpoint != "metrics.scrape":
-            redis_conn = app.extensions["habitbot"].redis
-            with metrics.Batch(redis_conn) as batch:
-                batch.incr("habitbot_http_requests_total", endpoint=endpoint,
-                           status=response.status_code)
-                batch.observe("habitbot_http_request_duration_seconds",
-                              time.perf_counter() - g.get("started", time.perf_counter()),
-                              endpoint=endpoint)
+        batch = g.get("metrics_batch")
+        if batch is not None and endpoint != "metrics.scrape":
+            batch.incr("habitbot_http_requests_total", endpoint=endpoint,
+                       status=response.status_code)
+            batch.observe("habitbot_http_request_duration_seconds",
+                          time.perf_counter() - g.get("started", time.perf_counter()),
+                          endpoint=endpoint)
         return response
+
+    @app.teardown_request
+    def flushed(_exc: BaseException | None) -> None:
+        collector = g.pop("metrics", None)
+        if collector is not None:
+            collector.__exit__(None, None, None)
