@@ -80,4 +80,12 @@ def build_runtime(program: str, kind: ProcessKind, settings: Settings | None = N
 
     alerts = AlertService(engine, redis_conn, deliver, settings.alert_chat_id,
                           settings.alert_cooldown_seconds)
+
+    def unreachable(detail: str) -> None:
+        alerts.raise_alert(
+            "CRITICAL", "telegram", f"Bot API unreachable after retries ({detail}); messages "
+            "are delayed — check the network and https://api.telegram.org from this host",
+            fingerprint="telegram_unreachable")
+
+    sender.on_unreachable = unreachable
     return Runtime(program, settings, engine, redis_conn, telegram, sender, alerts)

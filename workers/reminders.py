@@ -35,6 +35,7 @@ START_CHUNK = 25
 TICK_BUDGET_SECONDS = 40.0
 SEND_JOB_TIMEOUT = 600
 LATE_AFTER_SECONDS = 60.0  # "within a minute of its time"
+GIVE_UP_AFTER = 3  # consecutive sends Telegram did not answer: hand the rest of the batch back
 
 
 def _enqueue(runtime: Runtime, dispatches: list[reminders.Dispatch]) -> int:
@@ -44,7 +45,9 @@ def _enqueue(runtime: Runtime, dispatches: list[reminders.Dispatch]) -> int:
     batches = [items[i:i + size] for i in range(0, len(items), size)]
     for batch in batches:
         queue.enqueue(send_batch, batch, job_timeout=SEND_JOB_TIMEOUT,
-                      retry=Retry(max=3, interval=[10, 30, 60]), result_ttl=300,
+                      # Re-run at once on a crash; the reaper covers the rest (an interval
+                      # would need an RQ worker started --with-scheduler).
+                      retry=Retry(max=2), result_ttl=300,
                       failure_ttl=7 * 24 * 3600)
     return len(batches)
 
@@ -119,20 +122,38 @@ def send_batch(dispatches: list[list[int]]) -> int:
     runtime = job_runtime()
     codec = CallbackCodec(runtime.settings.bot_token)
     paid = runtime.settings.telegram_paid_broadcast
-    sent = 0
+    sent = unreachable = 0
     counted = metrics.Batch(runtime.redis)
+    pending = [(int(d[0]), int(d[1])) for d in dispatches]
     try:
         with runtime.engine.connect() as conn, _marks_connection(runtime.engine) as marks:
-            for first in range(0, len(dispatches), START_CHUNK):
-                chunk = [(int(d[0]), int(d[1])) for d in dispatches[first:first + START_CHUNK]]
-                for job in reminders.start_deliveries(conn, chunk):
-                    sent += _send_one(runtime, marks, codec, job, paid, counted)
+            while pending and unreachable < GIVE_UP_AFTER:
+                chunk, pending = pending[:START_CHUNK], pending[START_CHUNK:]
+                jobs = reminders.start_deliveries(conn, chunk)
+                for index, job in enumerate(jobs):
+                    outcome = _send_one(runtime, marks, codec, job, paid, counted)
+                    sent += outcome == "sent"
+                    unreachable = unreachable + 1 if outcome == "unreachable" else 0
+                    if unreachable >= GIVE_UP_AFTER:
+                        _hand_back(marks, [j.delivery_id for j in jobs[index + 1:]]
+                                   + [delivery_id for delivery_id, _ in pending])
+                        break
     finally:
         runtime.sender.flush_counters()
         counted.flush()
     log.info("reminder batch done", extra={"deliveries": len(dispatches), "sent": sent,
                                            "at": datetime.now(UTC).isoformat()})
     return sent
+
+
+def _hand_back(conn: Connection, delivery_ids: list[int]) -> None:
+    """Telegram is unreachable: the rest of the batch goes back to the reaper at once, rather
+    than every delivery spending its own retries here and keeping the worker from the minute
+    tick."""
+    log.warning("reminder batch paused: Telegram unreachable",
+                extra={"handed_back": len(delivery_ids)})
+    for delivery_id in delivery_ids:
+        reminders.release_delivery(conn, delivery_id, "not sent: Telegram unreachable")
 
 
 @contextmanager
@@ -150,7 +171,9 @@ def _marks_connection(engine: Engine) -> Iterator[Connection]:
 
 
 def _send_one(runtime: Runtime, conn: Connection, codec: CallbackCodec,
-              job: reminders.DeliveryJob, paid: bool, counted: metrics.Batch) -> int:
+              job: reminders.DeliveryJob, paid: bool, counted: metrics.Batch) -> str:
+    """sent | failed (permanently: blocked, bad request) | unreachable (left for the reaper)
+    | lost (no longer pending when marked)."""
     text, markup = render(job, codec)
     params: dict[str, object] = {"chat_id": job.telegram_id, "text": text,
                                  "parse_mode": "HTML", "reply_markup": markup}
@@ -163,15 +186,16 @@ def _send_one(runtime: Runtime, conn: Connection, codec: CallbackCodec,
             reminders.finish_delivery(conn, job.delivery_id, "failed",
                                       error=f"{exc.code} {exc.description}"[:500])
             counted.incr("habitbot_reminders_total", outcome="failed")
-        else:  # the reaper hands it out again within the catch-up window
-            reminders.release_delivery(conn, job.delivery_id, f"{exc.code} {exc.description}")
-        return 0
+            return "failed"
+        # The reaper hands it out again within the catch-up window.
+        reminders.release_delivery(conn, job.delivery_id, f"{exc.code} {exc.description}")
+        return "unreachable"
     if not reminders.finish_delivery(conn, job.delivery_id, "sent",
                                      message_id=message.get("message_id")):
-        return 0
+        return "lost"
     delay = (datetime.now(UTC) - job.fire_at).total_seconds()
     counted.incr("habitbot_reminders_total", outcome="sent")
     if delay > LATE_AFTER_SECONDS:
         counted.incr("habitbot_reminders_total", outcome="late")
     counted.observe("habitbot_reminder_delay_seconds", delay)
-    return 1
+    return "sent"

@@ -58,6 +58,8 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
 def register_periodic_jobs(scheduler: Scheduler,
                            jobs: tuple[PeriodicJob, ...] = PERIODIC_JOBS) -> list[str]:
     """Idempotent: the same ids every time, old definitions replaced, unknown ones removed."""
+    if isinstance(scheduler, GuardedScheduler):
+        scheduler.periodic = jobs
     wanted = {job.job_id for job in jobs}
     for existing in scheduler.get_jobs():
         if existing.id.startswith(ID_PREFIX) and existing.id not in wanted:
@@ -81,6 +83,17 @@ class GuardedScheduler(Scheduler):
     """rq-scheduler with a heartbeat and a circuit breaker."""
 
     guard: SchemaGuard | None = None
+    periodic: tuple[PeriodicJob, ...] = ()  # what register_periodic_jobs set up
+
+    def restore_missing(self) -> None:
+        """Redis restarted empty (or someone deleted a definition): register the periodic
+        jobs again, rather than let the scheduler beat on with nothing to run. One ZSCORE per
+        job: cheap enough for every pass."""
+        missing = [job.job_id for job in self.periodic if job.job_id not in self]
+        if missing:
+            log.warning("periodic jobs missing from Redis: registering them again",
+                        extra={"missing": missing})
+            register_periodic_jobs(self, self.periodic)
 
     def enqueue_jobs(self):  # type: ignore[no-untyped-def]
         try:
@@ -89,6 +102,7 @@ class GuardedScheduler(Scheduler):
                 log.warning("circuit breaker open: periodic jobs paused (DEGRADED mode)",
                             extra={"reason": self.guard.reason})
                 return []
+            self.restore_missing()
             jobs = list(self.get_jobs_to_queue())
             for job in jobs:
                 self.enqueue_job(job)

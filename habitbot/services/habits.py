@@ -165,8 +165,13 @@ def list_habits(engine: Engine, user_id: int, include_archived: bool = False) ->
 
 
 def _owned(conn: Session, user_id: int, habit_id: int, lock: bool = False) -> Habit:
+    """The user's habit; with `lock`, its schedule rows are locked first and then the habit,
+    the order the reminder claim takes them in (schedules, then the habit's key for the
+    delivery's foreign key): the other order deadlocks with a tick claiming this habit."""
     query = select(Habit).where(Habit.id == habit_id, Habit.user_id == user_id)
     if lock:
+        conn.execute(select(HabitSchedule.id).where(HabitSchedule.habit_id == habit_id)
+                     .order_by(HabitSchedule.id).with_for_update())
         query = query.with_for_update()
     habit = conn.execute(query).scalars().first()
     if habit is None:
@@ -241,7 +246,8 @@ def create_habit(engine: Engine, user_id: int, draft: HabitDraft,
     draft = validate(draft)
     with Session(engine, expire_on_commit=False) as conn, conn.begin():
         # Serialise creations of one user so two quick /new cannot pass the limit together.
-        conn.execute(select(User.id).where(User.id == user_id).with_for_update())
+        # NO KEY UPDATE: it does not block a reminder claim's foreign-key check on the user.
+        conn.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
         check_limits(conn, user_id, draft, now, adding=True)
         position = conn.execute(select(func.coalesce(func.max(Habit.position), 0) + 1)
                                 .where(Habit.user_id == user_id)).scalar_one()

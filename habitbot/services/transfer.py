@@ -893,7 +893,7 @@ def import_file(engine: Engine, user_id: int, filename: str, data: bytes,
     with Session(engine, expire_on_commit=False) as conn, conn.begin():
         # Serialise with habit creation so the free limit holds across both.
         user = conn.execute(select(User.timezone, User.day_start_hour)
-                            .where(User.id == user_id).with_for_update()).one()
+                            .where(User.id == user_id).with_for_update(key_share=True)).one()
         local_now = now.astimezone(ZoneInfo(user.timezone))
         today = (local_now - timedelta(hours=user.day_start_hour)).date()
         habits = _screen(parsed.habits, today, report)

@@ -24,7 +24,14 @@ import redis
 from habitbot.redis_client import KEY_PREFIX
 from habitbot.telegram.client import NETWORK_ERRORS, TIMEOUT_ERRORS, BotApiClient, Response
 from habitbot.telegram.errors import TelegramError, TelegramNetworkError
-from habitbot.telegram.limiter import BLOCKED, BLOCKED_PREFIX, BULK, INTERACTIVE, RateLimiter
+from habitbot.telegram.limiter import (
+    ALERT,
+    BLOCKED,
+    BLOCKED_PREFIX,
+    BULK,
+    INTERACTIVE,
+    RateLimiter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,9 @@ class Sender:
         self.limiter = limiter
         self._on_blocked = on_blocked
         self._sleep = sleep
+        # Told once per give-up when Telegram cannot be reached (network, 5xx) on a lane other
+        # than `alert` (an alert about alerts failing cannot be delivered either).
+        self.on_unreachable: Callable[[str], None] | None = None
         self._pending: dict[str, int] = {}
         self._pending_lock = threading.Lock()
         self._flushed_at = time.monotonic()
@@ -178,6 +188,11 @@ class Sender:
         log.error("telegram call failed after retries", extra={
             "method": method, "chat_id": chat_id, "lane": lane, "code": error.code,
             "description": error.description})
+        if self.on_unreachable is not None and lane != ALERT and not error.rate_limited:
+            try:
+                self.on_unreachable(f"{method}: {error.code} {error.description}"[:200])
+            except Exception:
+                log.exception("unreachable callback failed")
         if response is None:
             raise error
         return response

@@ -111,3 +111,15 @@ def test_circuit_breaker_stops_enqueueing_and_keeps_the_heartbeat(runtime, redis
     runtime.guard.state = "ok"
     assert len(scheduler.enqueue_jobs()) == 1
     assert Queue("default", connection=redis_conn).count == 1
+
+
+def test_definitions_lost_with_redis_are_registered_again(runtime, redis_conn):
+    """Redis restarted empty: the scheduler's next pass registers the periodic jobs again
+    instead of beating on with nothing to run."""
+    scheduler: GuardedScheduler = build_scheduler(runtime)
+    register_periodic_jobs(scheduler)
+    redis_conn.flushdb()
+    assert list(scheduler.get_jobs()) == []
+    scheduler.enqueue_jobs()
+    assert sorted(j.id for j in scheduler.get_jobs()) == sorted(
+        job.job_id for job in PERIODIC_JOBS)

@@ -373,3 +373,40 @@ def test_an_autocommit_connection_serves_marks_but_not_a_chunk_start(engine, ali
         assert reminders.finish_delivery(marks, dispatch[0], "sent", message_id=77) is True
         assert reminders.finish_delivery(marks, dispatch[0], "sent", message_id=78) is False
     assert _deliveries(engine) == [("sent", None, 77)]
+
+
+def test_telegram_unreachable_hands_the_batch_back_and_alerts_once(runtime, engine, redis_conn,
+                                                                   emu_client, monkeypatch):
+    """An outage: after GIVE_UP_AFTER sends in a row fail, the rest of the batch goes back to
+    the reaper at once (the worker is free for the minute tick), and one CRITICAL alert says
+    why. When Telegram is back, the reaper's hand-out sends every reminder once."""
+    from habitbot.models import AdminAlert
+    from habitbot.telegram import sender
+
+    monkeypatch.setattr(sender, "MAX_TRANSIENT_ATTEMPTS", 2)
+    monkeypatch.setattr(runtime.sender, "_sleep", lambda seconds: None)
+    with engine.begin() as conn:
+        users = conn.execute(insert(User).values([
+            {"telegram_id": 7200 + n, "timezone": "UTC", "language": "en"} for n in range(8)])
+            .returning(User.id)).scalars().all()
+    for n, user_id in enumerate(users):
+        emu_client.add_user(7200 + n, first_name=f"U{n}")
+        _make_due(engine, _habit(engine, user_id), datetime.now(UTC) - timedelta(seconds=5))
+    dispatches = reminders.claim_due(engine).dispatches
+    emu_client.add_fault("outage", methods=["sendMessage"])
+    assert jobs.send_batch([list(d) for d in dispatches]) == 0
+    # Three reminders tried (the other five never were), and the alert tried once itself.
+    assert emu_client.stats()["requests"].get("sendMessage", 0) == \
+        (jobs.GIVE_UP_AFTER + 1) * sender.MAX_TRANSIENT_ATTEMPTS
+    assert {d.status for d in _deliveries(engine)} == {"pending"}
+    with engine.connect() as conn:
+        alerts = conn.execute(select(AdminAlert.message).where(
+            AdminAlert.fingerprint == "telegram_unreachable",
+            AdminAlert.status != "suppressed")).scalars().all()  # every give-up is recorded
+    assert len(alerts) == 1 and "Bot API unreachable" in alerts[0]
+
+    emu_client.clear_faults()
+    again, missed = reminders.reap_expired(engine, now=datetime.now(UTC) + timedelta(seconds=1))
+    assert len(again) == 8 and missed == 0
+    assert jobs.send_batch([list(d) for d in again]) == 8
+    assert all(len(emu_client.messages(7200 + n, sender="bot")) == 1 for n in range(8))
