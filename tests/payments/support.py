@@ -6,7 +6,6 @@ Test modules elsewhere (webhooks, CLI) import the fixtures they need from here.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,12 +20,13 @@ from werkzeug.serving import make_server
 from habitbot.config import Settings, load_settings
 from habitbot.models import AdminAlert, BalanceTransaction, Payment, User
 from habitbot.payments import http
-from habitbot.runtime import Runtime, build_runtime
+from habitbot.runtime import Runtime
 from habitbot.sandbox.cryptopay_emulator import CryptoPayEmulator
 from habitbot.sandbox.payments_client import CryptoPayControl, YooKassaControl
 from habitbot.sandbox.yookassa_emulator import YooKassaEmulator
 from tests.conftest import make_env
-from workers import context, queues
+from tests.support.jobs import install, job_runtime
+from workers import queues
 
 SHOP_ID = "500105"
 SECRET = "test_PAYMENTS-secret"
@@ -83,12 +83,7 @@ def pay_settings(database_url, redis_url, emulator, redis_conn, kassa, cryptopay
 def runtime(pay_settings, monkeypatch) -> Iterator[Runtime]:
     """The runtime of the process under test; RQ jobs run in-process use it too."""
     monkeypatch.setattr(http, "READ_TIMEOUT", READ_TIMEOUT)
-    rt = build_runtime("web", "web", settings=pay_settings, configure_logging=False)
-    monkeypatch.setattr(context, "_runtime", rt)
-    monkeypatch.setattr(context, "_pid", os.getpid())
-    monkeypatch.setattr(context, "parent_guard", None)
-    yield rt
-    rt.close()
+    yield from job_runtime(pay_settings, monkeypatch, "web")
 
 
 def add_user(engine, emu_client, telegram_id: int, language: str = "en",
@@ -158,11 +153,7 @@ def make_web(settings: Settings, monkeypatch) -> WebApp:
 
     monkeypatch.setattr(http, "READ_TIMEOUT", READ_TIMEOUT)
     app = create_app(settings, configure_logging=False)
-    rt = app.extensions["habitbot"]
-    monkeypatch.setattr(context, "_runtime", rt)
-    monkeypatch.setattr(context, "_pid", os.getpid())
-    monkeypatch.setattr(context, "parent_guard", None)
-    return WebApp(app, rt)
+    return WebApp(app, install(app.extensions["habitbot"], monkeypatch))
 
 
 @contextmanager

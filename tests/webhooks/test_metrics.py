@@ -3,7 +3,6 @@ by every process through Redis, concurrent scrapes, a dead Redis."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -17,13 +16,12 @@ from sqlalchemy import insert, update
 from habitbot import metrics
 from habitbot.config import load_settings
 from habitbot.models import HabitSchedule, User
-from habitbot.runtime import build_runtime
 from habitbot.services import habits, reminders
 from habitbot.services.habits import HabitDraft
 from habitbot.telegram.limiter import BULK
 from tests.conftest import make_env
+from tests.support.jobs import job_runtime
 from webhooks.app import create_app
-from workers import context
 from workers import reminders as jobs
 
 OUTSIDE = {"REMOTE_ADDR": "203.0.113.7"}
@@ -31,13 +29,7 @@ OUTSIDE = {"REMOTE_ADDR": "203.0.113.7"}
 
 @pytest.fixture
 def runtime(settings, monkeypatch):
-    """The runtime a worker's jobs use, in this process."""
-    rt = build_runtime("worker", "worker", settings=settings, configure_logging=False)
-    monkeypatch.setattr(context, "_runtime", rt)
-    monkeypatch.setattr(context, "_pid", os.getpid())
-    monkeypatch.setattr(context, "parent_guard", None)
-    yield rt
-    rt.close()
+    yield from job_runtime(settings, monkeypatch)
 
 
 def _app(database_url, redis_url, api_url="http://127.0.0.1:9", **extra):
