@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import requests
+
+from habitbot.http_sessions import ThreadSessions
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class ProviderRefused(ProviderError):
 
 
 class ProviderHttp:
-    """Thread-safe (one requests.Session per thread) HTTP with retries for one provider."""
+    """Thread-safe HTTP (one pooled session per thread) with retries for one provider."""
 
     def __init__(self, provider: str, connect_timeout: float | None = None,
                  read_timeout: float | None = None, attempts: int = ATTEMPTS,
@@ -66,32 +67,10 @@ class ProviderHttp:
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self._sleep = sleep
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._lock = threading.Lock()
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            # Proxies from the environment are read once here, not on every call (requests
-            # would scan the environment and ~/.netrc per request); auth is always explicit.
-            session.trust_env = False
-            session.proxies.update(urllib.request.getproxies())
-            adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=8)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
+        self._sessions = ThreadSessions(urllib.request.getproxies(), 2, 8)
 
     def close(self) -> None:
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-        self._local = threading.local()
+        self._sessions.close()
 
     def request(self, operation: str, method: str, url: str,
                 parse_error: Callable[[requests.Response], tuple[str | None, str]],
@@ -101,7 +80,7 @@ class ProviderHttp:
         for attempt in range(1, self.attempts + 1):
             delay: float | None = None
             try:
-                response = self._session().request(method, url, timeout=self.timeout, **kwargs)
+                response = self._sessions.get().request(method, url, timeout=self.timeout, **kwargs)
             except requests.Timeout:
                 last = ProviderUnavailable(self.provider, operation, "timeout")
             except requests.RequestException as exc:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import Any
 
 import requests
 import urllib3
 
+from habitbot.http_sessions import ThreadSessions
 from habitbot.telegram.errors import TelegramError
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,7 @@ class BotApiClient:
         self._base = f"{self.api_url}/bot{token}/"
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._lock = threading.Lock()
+        self._sessions = ThreadSessions(requests.utils.get_environ_proxies(self.api_url))
         # Calls without files go as JSON straight through urllib3 (thread-safe pool): requests
         # costs about a millisecond of CPU per call more, which caps a reminder burst. Behind
         # a proxy from the environment every call takes the requests path, which knows it.
@@ -82,29 +80,9 @@ class BotApiClient:
         if not requests.utils.get_environ_proxies(self.api_url):
             self._direct = urllib3.PoolManager(num_pools=4, maxsize=16, retries=False)
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            # Proxies from the environment (HTTPS_PROXY, NO_PROXY) are read once here, not on
-            # every request: with trust_env requests re-reads them and ~/.netrc per call.
-            session.proxies.update(requests.utils.get_environ_proxies(self.api_url))
-            session.trust_env = False
-            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
-
     def close(self) -> None:
-        """Close the sessions of every thread (at process stop)."""
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-        self._local = threading.local()
+        """Close the connections of every thread (at process stop)."""
+        self._sessions.close()
         if self._direct is not None:
             self._direct.clear()
 
@@ -124,7 +102,7 @@ class BotApiClient:
             return ApiResponse(answer.status, answer.reason or "", answer.data,
                                dict(answer.headers))
         timeout = (self._connect_timeout, read_timeout or self._read_timeout)
-        return self._session().post(self._base + method, data=_encode(params or {}),
+        return self._sessions.get().post(self._base + method, data=_encode(params or {}),
                                     files=files, timeout=timeout)
 
     def download_file(self, file_path: str, max_bytes: int) -> bytes:
@@ -133,7 +111,7 @@ class BotApiClient:
             raise ValueError("bad file path")
         url = self._base.replace("/bot", "/file/bot", 1) + file_path
         timeout = (self._connect_timeout, self._read_timeout)
-        with self._session().get(url, stream=True, timeout=timeout) as response:
+        with self._sessions.get().get(url, stream=True, timeout=timeout) as response:
             if response.status_code != 200:
                 raise TelegramError("getFile", response.status_code, "file download failed")
             chunks, size = [], 0
