@@ -1,8 +1,9 @@
 """One structured log format for every program: JSON lines on stderr.
 
 Extra fields given with `log.info("…", extra={...})` become keys (update_id, user_id, job_id,
-payment_id, …). A filter scrubs anything shaped like a bot token, a URL password or a card
-number from messages and fields, as the last line of defence behind not logging them at all.
+payment_id, …); inside an RQ job the job's id is added by itself. A filter scrubs anything
+shaped like a bot token, a URL password or a card number from messages and fields, as the
+last line of defence behind not logging them at all.
 """
 
 from __future__ import annotations
@@ -44,9 +45,25 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 payload[key] = scrub(value) if isinstance(value, str) else value
+        if "job_id" not in payload:
+            job_id = _current_job_id()
+            if job_id is not None:
+                payload["job_id"] = job_id
         if record.exc_info:
             payload["exc"] = scrub(self.formatException(record.exc_info))
         return json.dumps(payload, ensure_ascii=False, default=str)
+
+
+def _current_job_id() -> str | None:
+    """The RQ job this line was written in, in a worker's work horse (None elsewhere)."""
+    rq = sys.modules.get("rq")
+    if rq is None:
+        return None
+    try:
+        job = rq.get_current_job()
+    except Exception:  # never let a log line fail
+        return None
+    return job.id if job is not None else None
 
 
 def setup_logging(program: str, level: int = logging.INFO) -> None:

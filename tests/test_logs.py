@@ -1,0 +1,83 @@
+"""The one log format: JSON lines with the context fields, secrets scrubbed, the RQ job id added
+inside a job, and the phrases the runbook tells operators to grep for."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from rq import Queue, SimpleWorker
+
+from habitbot.logs import JsonFormatter
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNBOOK_PHRASES = ("Startup complete", "Scheduler started", "Payment completed",
+                   "Idempotent: payment", "already completed", "Telegram 429",
+                   "habit_reminders: sent")
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter("test"))
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+def _capture() -> tuple[logging.Logger, Lines]:
+    handler = Lines()
+    logger = logging.getLogger("habitbot.test_logs")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, handler
+
+
+def test_a_line_is_json_with_the_context_fields():
+    logger, lines = _capture()
+    logger.info("Payment completed", extra={"payment_id": 42, "user_id": 7, "update_id": 9})
+    [line] = lines.lines
+    assert line["msg"] == "Payment completed" and line["program"] == "test"
+    assert (line["payment_id"], line["user_id"], line["update_id"]) == (42, 7, 9)
+    assert line["level"] == "INFO" and line["ts"].endswith("+00:00")
+    assert "job_id" not in line  # not inside a job
+
+
+def test_tokens_passwords_and_card_numbers_never_reach_the_log():
+    logger, lines = _capture()
+    token = "123456789:AAH-secret_token_value_0123456789abcd"
+    logger.warning(f"call to https://api.telegram.org/bot{token}/getMe failed",
+                   extra={"url": "postgresql://habitbot:s3cret-pw@db:5432/habitbot",
+                          "card": "4111 1111 1111 1111"})
+    try:
+        raise RuntimeError(f"token {token}")
+    except RuntimeError:
+        logger.exception("boom")
+    text = json.dumps(lines.lines)
+    for secret in ("AAH-secret_token_value", "s3cret-pw", "4111 1111 1111 1111"):
+        assert secret not in text
+    assert "<token>" in text and "<hidden>@" in text and "<card>" in text
+
+
+def log_inside_a_job() -> None:
+    logging.getLogger("habitbot.test_logs").info("inside a job")
+
+
+def test_inside_an_rq_job_the_job_id_is_added(redis_conn):
+    _, lines = _capture()
+    job = Queue("default", connection=redis_conn).enqueue(log_inside_a_job)
+    SimpleWorker(["default"], connection=redis_conn).work(burst=True)
+    [line] = [entry for entry in lines.lines if entry["msg"] == "inside a job"]
+    assert line["job_id"] == job.id
+
+
+def test_the_phrases_the_runbook_greps_for_are_written_by_the_code():
+    code = "\n".join(path.read_text() for folder in ("habitbot", "workers", "webhooks")
+                     for path in (ROOT / folder).rglob("*.py"))
+    for phrase in RUNBOOK_PHRASES:
+        assert phrase in code, phrase
+    assert re.search(r'f"habit_reminders: sent \{', code)
