@@ -106,3 +106,28 @@ def test_status_with_a_dead_database_fails_clearly(pg_proxy, database_url, redis
     pg_proxy.set_mode("refuse")
     result = _run("status", DATABASE_URL=pg_proxy.url_for(database_url), REDIS_URL=redis_url)
     assert result.returncode == 1 and "database   FAIL" in result.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("users", "show", "abc"), ("users", "show", "-5"), ("users", "show", "1" * 30),
+    ("users", "show", "12; DROP TABLE users"), ("payments", "show", "x1"),
+    ("payments", "complete", "--provider", "nowhere", "--id", "1"),
+])
+def test_malformed_ids_are_refused_before_anything_runs(args, database_url, redis_url):
+    result = _run(*args, DATABASE_URL=database_url, REDIS_URL=redis_url, BOT_TOKEN="1:x")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and result.stderr.strip()
+
+
+@pytest.mark.parametrize("args", [("users", "show", "31337"), ("payments", "show", "7"),
+                                  ("reminders", "run-once")])
+def test_a_dead_database_is_one_clear_line(args, pg_proxy, database_url, redis_url, emulator):
+    from tests.conftest import make_env
+
+    pg_proxy.set_mode("refuse")
+    env = make_env(pg_proxy.url_for(database_url), redis_url, emulator.url,
+                   DB_CONNECT_TIMEOUT="1")
+    result = _run(*args, **env)
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr
+    assert "database" in result.stderr.lower()
