@@ -1,15 +1,21 @@
-"""Run the real supervisord program group against test services (used by end-to-end tests)."""
+"""Run the real supervisord program group against test services (used by end-to-end tests),
+and the processes and private servers those tests take down on purpose."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
+from habitbot.sandbox.services import PostgresCluster, RedisServer
 from tests.support import polling
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +31,51 @@ def free_port() -> int:
 def wait_until(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
     """Poll gently: several checks here start a supervisorctl process each."""
     return polling.wait_until(predicate, timeout, what, interval=0.25)
+
+
+PROGRAMS = frozenset({"habitbot:bot", "habitbot:web", "habitbot:worker-0", "habitbot:worker-1",
+                      "habitbot:scheduler"})
+
+
+def children(pid: int) -> list[int]:
+    """The direct child processes of `pid` (an RQ worker's work horse, for instance)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        # "pid (command) state ppid ...": the command may hold spaces and parentheses.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+@contextmanager
+def private_postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of its own, for a test that stops and starts it: the shared test
+    cluster serves every other test meanwhile."""
+    cluster = PostgresCluster(f"e2e-pg-{uuid.uuid4().hex[:8]}", free_port())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.base, ignore_errors=True)
+
+
+@contextmanager
+def private_redis() -> Iterator[RedisServer]:
+    """A Redis server of its own (no persistence: a restart comes back empty)."""
+    server = RedisServer(f"e2e-redis-{uuid.uuid4().hex[:8]}", free_port(), persistent=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir.parent, ignore_errors=True)
 
 
 class Stack:
@@ -71,6 +122,19 @@ class Stack:
     def pids(self) -> dict[str, str]:
         return {line.split()[0]: line.split()[3].rstrip(",")
                 for line in self.ctl("status").splitlines() if "RUNNING" in line}
+
+    def all_running(self) -> bool:
+        statuses = self.statuses()
+        return set(statuses) == PROGRAMS and set(statuses.values()) == {"RUNNING"}
+
+    def wait_ready(self, timeout: float = 90, scheduler_starts: int = 1) -> None:
+        """Every program RUNNING, the periodic jobs registered (by the `scheduler_starts`-th
+        scheduler of this stack) and the workers beating."""
+        wait_until(self.all_running, timeout, "all programs RUNNING")
+        wait_until(lambda: self.log("scheduler").count("Scheduler started") >= scheduler_starts,
+                   timeout, "the scheduler registered its jobs")
+        wait_until(lambda: self.health()[1].get("checks", {}).get("workers", {})
+                   .get("alive", 0) >= 2, timeout, "two workers alive")
 
     def health(self) -> tuple[int, dict]:
         try:
