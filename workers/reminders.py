@@ -35,6 +35,7 @@ START_CHUNK = 25
 TICK_BUDGET_SECONDS = 40.0
 SEND_JOB_TIMEOUT = 600
 LATE_AFTER_SECONDS = 60.0  # "within a minute of its time"
+RENEW_AFTER = reminders.LEASE.total_seconds() / 3  # renew a chunk's leases this often
 GIVE_UP_AFTER = 3  # consecutive sends Telegram did not answer: hand the rest of the batch back
 
 
@@ -130,7 +131,11 @@ def send_batch(dispatches: list[list[int]]) -> int:
             while pending and unreachable < GIVE_UP_AFTER:
                 chunk, pending = pending[:START_CHUNK], pending[START_CHUNK:]
                 jobs = reminders.start_deliveries(conn, chunk)
+                leased = time.monotonic()
                 for index, job in enumerate(jobs):
+                    if time.monotonic() - leased > RENEW_AFTER:  # slow going (a 429 pause)
+                        reminders.renew_leases(marks, [j.delivery_id for j in jobs[index:]])
+                        leased = time.monotonic()
                     outcome = _send_one(runtime, marks, codec, job, paid, counted)
                     sent += outcome == "sent"
                     unreachable = unreachable + 1 if outcome == "unreachable" else 0

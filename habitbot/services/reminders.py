@@ -30,7 +30,11 @@ from habitbot.models import Habit, HabitCheckin, HabitSchedule, ReminderDelivery
 from habitbot.services import progress, schedules
 
 CLAIM_CHUNK = 1000
-LEASE = timedelta(minutes=2)
+# A delivery started but not marked within its lease is handed out again by the next tick's
+# reaper: a worker killed mid-batch delays its reminders by about LEASE + one tick (~2 min).
+# A batch renews the leases of what it holds while it works (`renew_leases`), so a slow send
+# (a 429 pause) does not let a copy start beside it.
+LEASE = timedelta(seconds=75)
 MAX_AGE = timedelta(minutes=60)
 MAX_ATTEMPTS = 5
 
@@ -277,6 +281,18 @@ _FINISH = text(
     "UPDATE reminder_deliveries SET status = :status, telegram_message_id = :message_id, "
     "error = :error, sent_at = :sent_at, lease_until = NULL "
     "WHERE id = :id AND status = 'pending' RETURNING id")
+
+
+def renew_leases(bind: Engine | Connection, delivery_ids: Sequence[int],
+                 now: datetime | None = None) -> None:
+    """Still working on these (started, not yet sent): keep the reaper off them."""
+    if not delivery_ids:
+        return
+    now = now or datetime.now(UTC)
+    with _transaction(bind, single_statement=True) as conn:
+        conn.execute(update(ReminderDelivery).where(
+            ReminderDelivery.id.in_(list(delivery_ids)), ReminderDelivery.status == "pending")
+            .values(lease_until=now + LEASE))
 
 
 def release_delivery(bind: Engine | Connection, delivery_id: int, error: str) -> None:

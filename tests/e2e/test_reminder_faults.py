@@ -188,8 +188,8 @@ def test_worker_killed_mid_batch_is_resent_by_the_reaper_not_rq(shared, start_st
                                                                 emu_client):
     """SIGKILL takes a worker and its work horse down in the middle of a batch (the OOM killer,
     `kill -9`). RQ would notice the abandoned job only after ~11 minutes; the deliveries' leases
-    run out after 2 minutes (plus their place in the queue) and the next tick's reaper hands
-    them out again: at worst a lease and a tick after the fire time, about 3 minutes.
+    run out after 75 s (plus their place in the queue) and the next tick's reaper hands them
+    out again: at worst a lease and a tick after the fire time, about 2 minutes.
 
     At-least-once window: the one reminder the horse had handed to Telegram but not yet marked
     sent when it died is sent again — at most one duplicate per killed horse, and only for a

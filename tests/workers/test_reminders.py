@@ -410,3 +410,24 @@ def test_telegram_unreachable_hands_the_batch_back_and_alerts_once(runtime, engi
     assert len(again) == 8 and missed == 0
     assert jobs.send_batch([list(d) for d in again]) == 8
     assert all(len(emu_client.messages(7200 + n, sender="bot")) == 1 for n in range(8))
+
+
+def test_a_batch_keeps_the_reaper_off_what_it_still_holds(runtime, engine, emu_client, alice,
+                                                          monkeypatch):
+    """A slow batch (a 429 pause) renews the leases of the deliveries it has started and not
+    yet sent, so the reaper does not hand out a copy beside it."""
+    _make_due(engine, _habit(engine, alice), datetime.now(UTC) - timedelta(seconds=5))
+    [dispatch] = reminders.claim_due(engine).dispatches
+    started = datetime.now(UTC)
+    reminders.start_delivery(engine, *dispatch, now=started)
+    later = started + reminders.LEASE - timedelta(seconds=1)
+    reminders.renew_leases(engine, [dispatch[0]], now=later)
+    assert reminders.reap_expired(engine, now=started + reminders.LEASE + timedelta(seconds=1)
+                                  ) == ([], 0)
+    with engine.connect() as conn:
+        lease = conn.execute(select(ReminderDelivery.lease_until)).scalar_one()
+    assert lease == later + reminders.LEASE
+    # In a batch: with renewals after every send, everything is still sent once.
+    monkeypatch.setattr(jobs, "RENEW_AFTER", -1.0)
+    assert jobs.send_batch([[dispatch[0], dispatch[1] + 1]]) == 1
+    assert len(emu_client.messages(ALICE, sender="bot")) == 1
