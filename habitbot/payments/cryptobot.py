@@ -14,8 +14,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
+from habitbot.http_sessions import Response
 from habitbot.payments import money
 from habitbot.payments.http import ProviderHttp
 
@@ -72,7 +71,7 @@ def signature_valid(token: str, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(signature(token, body).encode(), header.strip().lower().encode())
 
 
-def _error(response: requests.Response) -> tuple[str | None, str]:
+def _error(response: Response) -> tuple[str | None, str]:
     try:
         body = response.json()
     except ValueError:

@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from habitbot.http_sessions import Response
 from habitbot.payments import money
 from habitbot.payments.http import ProviderHttp
 
@@ -88,7 +89,7 @@ def parse_refund(data: Any) -> YooKassaRefund:
         raise MalformedAnswer(f"unreadable refund object: {type(exc).__name__}") from None
 
 
-def _error(response: requests.Response) -> tuple[str | None, str]:
+def _error(response: Response) -> tuple[str | None, str]:
     """YooKassa's `{"type": "error", "code", "description"}`, or the HTTP reason."""
     try:
         body = response.json()

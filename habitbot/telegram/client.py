@@ -10,9 +10,8 @@ import logging
 from typing import Any
 
 import requests
-import urllib3
 
-from habitbot.http_sessions import ThreadSessions
+from habitbot.http_sessions import DirectHttp, Response, ThreadSessions
 from habitbot.telegram.errors import TelegramError
 
 log = logging.getLogger(__name__)
@@ -36,33 +35,6 @@ def _encode(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class ApiResponse:
-    """An answer of the Bot API as the callers read it (the part of `requests.Response` they
-    use: status_code, reason, content, text, json(), headers)."""
-
-    __slots__ = ("status_code", "reason", "content", "headers")
-
-    def __init__(self, status_code: int, reason: str, content: bytes,
-                 headers: dict[str, str]):
-        self.status_code = status_code
-        self.reason = reason
-        self.content = content
-        self.headers = headers
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-
-Response = requests.Response | ApiResponse
-# What a failed exchange raises on either path: the callers treat both as network failures.
-NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError)
-TIMEOUT_ERRORS = (requests.Timeout, urllib3.exceptions.TimeoutError)
-
-
 class BotApiClient:
     """A Bot API client bound to one token; thread-safe (one requests.Session per thread)."""
 
@@ -76,9 +48,9 @@ class BotApiClient:
         # Calls without files go as JSON straight through urllib3 (thread-safe pool): requests
         # costs about a millisecond of CPU per call more, which caps a reminder burst. Behind
         # a proxy from the environment every call takes the requests path, which knows it.
-        self._direct: urllib3.PoolManager | None = None
+        self._direct: DirectHttp | None = None
         if not requests.utils.get_environ_proxies(self.api_url):
-            self._direct = urllib3.PoolManager(num_pools=4, maxsize=16, retries=False)
+            self._direct = DirectHttp()
 
     def close(self) -> None:
         """Close the connections of every thread (at process stop)."""
@@ -92,15 +64,10 @@ class BotApiClient:
         """One POST on a pooled connection with our timeouts; errors (NETWORK_ERRORS) are the
         caller's to map."""
         if files is None and self._direct is not None:
-            body = json.dumps({k: v for k, v in (params or {}).items() if v is not None},
-                              ensure_ascii=False).encode("utf-8")
-            answer = self._direct.request(
-                "POST", self._base + method, body=body,
-                headers={"Content-Type": "application/json"},
-                timeout=urllib3.Timeout(connect=self._connect_timeout,
-                                        read=read_timeout or self._read_timeout))
-            return ApiResponse(answer.status, answer.reason or "", answer.data,
-                               dict(answer.headers))
+            return self._direct.request(
+                "POST", self._base + method,
+                (self._connect_timeout, read_timeout or self._read_timeout),
+                json_body={k: v for k, v in (params or {}).items() if v is not None})
         timeout = (self._connect_timeout, read_timeout or self._read_timeout)
         return self._sessions.get().post(self._base + method, data=_encode(params or {}),
                                     files=files, timeout=timeout)

@@ -21,8 +21,9 @@ from typing import Any
 
 import redis
 
+from habitbot.http_sessions import NETWORK_ERRORS, TIMEOUT_ERRORS, Response
 from habitbot.redis_client import KEY_PREFIX
-from habitbot.telegram.client import NETWORK_ERRORS, TIMEOUT_ERRORS, BotApiClient, Response
+from habitbot.telegram.client import BotApiClient
 from habitbot.telegram.errors import TelegramError, TelegramNetworkError
 from habitbot.telegram.limiter import (
     ALERT,

@@ -12,7 +12,7 @@ from typing import Any
 
 from telebot import apihelper
 
-from habitbot.telegram.client import Response
+from habitbot.http_sessions import Response
 from habitbot.telegram.limiter import INTERACTIVE
 from habitbot.telegram.sender import Sender
 
