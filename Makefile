@@ -79,6 +79,15 @@ bench: install ## run the benchmarks (ratios to limits, one JSON line per figure
 	         bench/webhook_bench.py; do \
 	  $(PY) $$b || exit 1; done
 
+.PHONY: drill drills
+drills: install ## rehearse every runbook entry on a real stack (~30 min): JSON lines and a table
+	@$(PY) -m drills
+
+drill: install ## rehearse one runbook entry on a real stack: make drill NAME=1.7
+	@test -n "$(NAME)" || { echo "usage: make drill NAME=1.7 (the sections of docs/RUNBOOK.md)"; \
+	  exit 2; }
+	@$(PY) -m drills $(NAME)
+
 ctl: ## supervisorctl for the running stack: make ctl ARGS="status"
 	@$(VENV)/bin/supervisorctl -c supervisord.conf $(ARGS)
 
