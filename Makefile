@@ -63,7 +63,7 @@ test: install ## run the test suite (T=path for a subset) against real PostgreSQ
 	exit $$rc
 
 lint: install ## ruff
-	@$(VENV)/bin/ruff check habitbot workers webhooks migrations tests
+	@$(VENV)/bin/ruff check habitbot workers webhooks migrations tests drills bench
 
 typecheck: install ## mypy on the packages
 	@$(VENV)/bin/mypy

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_ruff_is_clean():
     result = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "habitbot",
-                             "workers", "webhooks", "migrations", "tests"],
+                             "workers", "webhooks", "migrations", "tests", "drills", "bench"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
