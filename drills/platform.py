@@ -216,6 +216,9 @@ def telegram_down(lab: Lab, out: Outcome) -> None:
             eve.ask("/start", expect="Eve")
         with out.phase("count"):
             out.lost = eve.unanswered()
+            if out.lost:
+                out.note(f"count: {out.lost} message(s) never answered (a reply given up while "
+                         "Telegram was down is not sent later)")
 
 
 ALERT_TEST = "habitbot alert test --message \"test $(date +%T.%N)\""

@@ -209,8 +209,8 @@ def cmd_jobs_remove(args: argparse.Namespace) -> int:
         conn.close()
     if not removed:
         return _fail(f"no job {args.job_id!r}")
-    print(f"OK: removed {args.job_id} (a periodic job is re-created when the scheduler "
-          "restarts: supervisorctl restart habitbot:scheduler)")
+    print(f"OK: removed {args.job_id} (a periodic job is registered again, fresh, by the "
+          "running scheduler within seconds)")
     return 0
 
 

@@ -83,8 +83,8 @@ def requeue(conn: redis.Redis, job_id: str | None) -> list[str]:
 
 
 def remove(conn: redis.Redis, job_id: str) -> bool:
-    """Remove a periodic job from the scheduler (it is re-created at the next scheduler
-    start) or delete any other job."""
+    """Remove a periodic job from the scheduler (the running scheduler registers it again,
+    fresh, within seconds: `GuardedScheduler.restore_missing`) or delete any other job."""
     scheduler = Scheduler(connection=conn)
     if job_id in scheduler:
         scheduler.cancel(job_id)
