@@ -22,6 +22,10 @@ from habitbot.models import Base
 from habitbot.services.schema import run_deploy_gate
 from tests.support.faultproxy import FaultProxy
 
+# The payment fixtures (emulators, a paying user, the webhooks app) for every package that needs
+# them; a package's own conftest or module still overrides a name such as `runtime`.
+pytest_plugins = ["tests.payments.support"]
+
 TEST_TOKEN = "123456:TEST-TOKEN"
 ALERT_CHAT = 900001
 

@@ -17,13 +17,6 @@ from habitbot.services import billing
 from habitbot.telegram.callbacks import CallbackCodec
 from tests.bot.conftest import Chat
 from tests.conftest import TEST_TOKEN
-from tests.payments import support
-
-kassa = support.kassa
-kassa_control = support.kassa_control
-cryptopay = support.cryptopay
-cryptopay_control = support.cryptopay_control
-pay_settings = support.pay_settings
 
 PAY_URL_BUTTON = "💳 Pay 300.00 ₽"
 

@@ -18,7 +18,6 @@ from habitbot.cli_payments import ProgressBar
 from habitbot.models import Payment
 from habitbot.payments import service, stars
 from habitbot.services import billing
-from tests.payments import support
 from tests.payments.support import (
     ALICE_TG,
     SECRET,
@@ -28,14 +27,6 @@ from tests.payments.support import (
     payment_env,
     payment_row,
 )
-
-alice = support.alice
-kassa = support.kassa
-kassa_control = support.kassa_control
-cryptopay = support.cryptopay
-cryptopay_control = support.cryptopay_control
-pay_settings = support.pay_settings
-runtime = support.runtime
 
 
 @pytest.fixture

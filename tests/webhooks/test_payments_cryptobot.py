@@ -12,7 +12,6 @@ from habitbot.config import load_settings
 from habitbot.payments import service
 from habitbot.payments.cryptobot import signature
 from habitbot.services import billing
-from tests.payments import support
 from tests.payments.support import (
     ALICE_TG,
     CRYPTO_TOKEN,
@@ -25,14 +24,6 @@ from tests.payments.support import (
     serving,
 )
 from tests.support.polling import wait_until
-
-alice = support.alice
-kassa = support.kassa
-kassa_control = support.kassa_control
-cryptopay = support.cryptopay
-cryptopay_control = support.cryptopay_control
-pay_settings = support.pay_settings
-web = support.web
 
 HEADER = "crypto-pay-api-signature"
 

@@ -16,7 +16,6 @@ from habitbot.config import load_settings
 from habitbot.models import Payment
 from habitbot.payments import service
 from habitbot.services import billing
-from tests.payments import support
 from tests.payments.support import (
     ALICE_TG,
     SECRET,
@@ -31,14 +30,6 @@ from tests.payments.support import (
 )
 from tests.support.polling import wait_until
 from webhooks.proxies import client_ip
-
-alice = support.alice
-kassa = support.kassa
-kassa_control = support.kassa_control
-cryptopay = support.cryptopay
-cryptopay_control = support.cryptopay_control
-pay_settings = support.pay_settings
-web = support.web
 
 SAMPLES = Path("/work/shared/samples")
 
