@@ -216,11 +216,13 @@ class Payer(Person):
             "ON u.id = b.user_id WHERE u.telegram_id = :t", t=self.telegram_id)
         return int(value)
 
-    def credits(self, payment_id: int) -> int:
-        """Balance transactions crediting this payment (exactly one when credited)."""
+    def credits(self, started: Started) -> int:
+        """Balance transactions crediting this payment (exactly one when credited). Found by
+        the provider's id: after a database restore our id of a re-created payment differs."""
         return int(self.stack.scalar(
-            "SELECT count(*) FROM balance_transactions WHERE payment_id = :p AND "
-            "kind = 'topup'", p=payment_id))
+            "SELECT count(*) FROM balance_transactions t JOIN payments p ON p.id = t.payment_id "
+            "WHERE p.provider = :provider AND p.provider_payment_id = :pid AND t.kind = 'topup'",
+            provider=started.provider, pid=started.provider_id))
 
     def notices(self) -> int:
         """Messages telling the user a top-up was received."""

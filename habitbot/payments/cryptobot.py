@@ -17,6 +17,7 @@ from typing import Any
 from habitbot.http_sessions import Response
 from habitbot.payments import money
 from habitbot.payments.http import ProviderHttp
+from habitbot.payments.origin import Origin, from_payload
 
 PROVIDER = "cryptobot"
 SIGNATURE_HEADER = "crypto-pay-api-signature"
@@ -41,9 +42,13 @@ class Invoice:
     raw: dict[str, Any]
 
     @property
+    def origin(self) -> Origin:
+        """What our payload says the invoice is (see habitbot.payments.origin)."""
+        return from_payload(self.payload)
+
+    @property
     def our_payment_id(self) -> int | None:
-        text = self.payload or ""
-        return int(text) if text.isdigit() and len(text) < 19 else None
+        return self.origin.payment_id
 
 
 def parse_invoice(data: Any) -> Invoice:

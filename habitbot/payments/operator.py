@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, select
@@ -21,6 +22,7 @@ from habitbot.models import BalanceTransaction, Payment, Subscription, User
 from habitbot.payments import notify, service, stars
 from habitbot.payments.cryptobot import Invoice, MalformedInvoice
 from habitbot.payments.http import ProviderError, ProviderRefused
+from habitbot.payments.origin import Origin
 from habitbot.payments.yookassa import MalformedAnswer, YooKassaPayment, derived_key
 from habitbot.services import billing
 from habitbot.services.billing import BillingError
@@ -58,25 +60,38 @@ def locate(runtime: Runtime, provider: str, provider_id: str | None = None,
         raise OperatorError("give --id (the provider's payment id) or --payment (ours)")
     row = billing.find_payment(runtime.engine, provider, provider_id)
     if row is None:
-        our_id = _our_id_at_provider(runtime, provider, provider_id)
-        row = billing.get_payment(runtime.engine, our_id) if our_id else None
+        row = _row_from_provider(runtime, provider, provider_id)
         if row is None or row.provider != provider:
             raise OperatorError(f"no {provider} payment {provider_id!r} in our database")
     return row
 
 
-def _our_id_at_provider(runtime: Runtime, provider: str, provider_id: str) -> int | None:
+def _row_from_provider(runtime: Runtime, provider: str, provider_id: str) -> Payment | None:
+    """Our row named by the provider's record (metadata, payload). A paid payment our
+    database lost — restored from an older backup — is re-created from that record, so it
+    can be credited through the same exactly-once path."""
     try:
         if provider == "yookassa":
             payment = service.yookassa_client(runtime.settings).get_payment(provider_id)
-            return payment.our_payment_id
+            row = service.find_row(runtime, provider, payment.origin, payment.id)
+            if row is None and payment.status in ("succeeded", "waiting_for_capture"):
+                row = service.restore_row(runtime, provider, payment.origin, payment.id,
+                                          payment.amount_minor, payment.currency, payment.raw)
+            return row
         if provider == "stars":
             charge = stars.find_charge(runtime, provider_id)
-            return stars.parse_payload(charge.payload) if charge else None
+            our_id = stars.parse_payload(charge.payload) if charge else None
+            return billing.get_payment(runtime.engine, our_id) if our_id else None
         if provider == "cryptobot" and provider_id.isdigit():
             found = service.cryptobot_client(runtime.settings).get_invoices([int(provider_id)])
             invoice = found.get(int(provider_id))
-            return invoice.our_payment_id if invoice else None
+            if invoice is None:
+                return None
+            row = service.find_row(runtime, provider, invoice.origin, provider_id)
+            if row is None and invoice.status == "paid" and invoice.currency_type == "fiat":
+                row = service.restore_row(runtime, provider, invoice.origin, provider_id,
+                                          invoice.amount_minor, invoice.currency, invoice.raw)
+            return row
     except ProviderRefused:
         return None
     except TelegramError as exc:
@@ -242,7 +257,7 @@ def reconcile(runtime: Runtime, since: datetime, fix: bool = False,
         if progress is not None:
             progress(done, total)
     known = {(r.provider, r.provider_payment_id) for r in rows}
-    report.differences.extend(_paid_elsewhere(runtime, since, known, report))
+    report.differences.extend(_paid_elsewhere(runtime, since, known, report, fix))
     return report
 
 
@@ -347,9 +362,11 @@ def _apply_missing_refunds(runtime: Runtime, row: Payment) -> str:
 
 
 def _paid_elsewhere(runtime: Runtime, since: datetime, known: set[tuple[str, str | None]],
-                    report: ReconcileReport) -> list[Difference]:
-    """Payments the providers say are paid that we have no succeeded-or-open row for (after
-    a database restore, or a row lost some other way). Reported, never fixed blindly."""
+                    report: ReconcileReport, fix: bool = False) -> list[Difference]:
+    """Payments the providers say are paid that we have no succeeded row for (after a
+    database restore, or a row lost some other way). With `fix`, a payment whose record
+    says whose it is and what for is re-created here and credited once; one that does not
+    is only reported (an operator decides)."""
     found: list[Difference | None] = []
     settings = runtime.settings
     if service.configured(settings, "yookassa"):
@@ -359,7 +376,9 @@ def _paid_elsewhere(runtime: Runtime, since: datetime, known: set[tuple[str, str
         except (ProviderError, MalformedAnswer) as exc:
             report.provider_errors.append(f"yookassa list payments: {exc}")
             paid = []
-        found.extend(_unknown_paid(runtime, "yookassa", p.id, p.our_payment_id, known)
+        found.extend(_unknown_paid(runtime, "yookassa", p.id, p.origin, known,
+                                   partial(service.settle_yookassa, runtime, p)
+                                   if fix else None)
                      for p in paid if _created_since(p, since))
     if service.configured(settings, "cryptobot"):
         try:
@@ -367,8 +386,10 @@ def _paid_elsewhere(runtime: Runtime, since: datetime, known: set[tuple[str, str
         except (ProviderError, MalformedInvoice) as exc:
             report.provider_errors.append(f"cryptobot paid invoices: {exc}")
             invoices = []
-        found.extend(_unknown_paid(runtime, "cryptobot", str(i.invoice_id), i.our_payment_id,
-                                   known) for i in invoices if _paid_since(i, since))
+        found.extend(_unknown_paid(runtime, "cryptobot", str(i.invoice_id), i.origin, known,
+                                   partial(service.settle_cryptobot, runtime, i)
+                                   if fix else None)
+                     for i in invoices if _paid_since(i, since))
     return [d for d in found if d is not None]
 
 
@@ -391,21 +412,44 @@ def _parse_time(raw: object) -> datetime | None:
         return None
 
 
-def _unknown_paid(runtime: Runtime, provider: str, provider_id: str, our_id: int | None,
-                  known: set[tuple[str, str | None]]) -> Difference | None:
+def _unknown_paid(runtime: Runtime, provider: str, provider_id: str, origin: Origin,
+                  known: set[tuple[str, str | None]],
+                  settle: Callable[[], service.Settlement] | None) -> Difference | None:
     if (provider, provider_id) in known:
         return None
-    row = billing.find_payment(runtime.engine, provider, provider_id)
-    if row is None and our_id is not None:
-        row = billing.get_payment(runtime.engine, our_id)
-        if row is not None and row.provider_payment_id not in (None, provider_id):
-            row = None
+    row = service.find_row(runtime, provider, origin, provider_id)
+    if row is not None and (row.provider != provider
+                            or row.provider_payment_id not in (None, provider_id)):
+        row = None
     if row is not None and row.status in ("succeeded", "refunded"):
         return None
     ours = row.status if row is not None else "no row"
-    return Difference(provider, provider_id, row.id if row else our_id, ours, "succeeded",
-                      "paid at the provider, unknown or not credited here: check it, then "
-                      "`habitbot payments complete`", fixable=False)
+    if row is None and origin.restorable:
+        # Not "payment N": after a restore, our id N may already name another payment.
+        difference = Difference(provider, provider_id, None, ours, "succeeded",
+                                f"paid at the provider, missing here (a restore from an "
+                                f"older backup?; it was our payment {origin.payment_id}): "
+                                "--fix re-creates it from the provider's record and credits "
+                                "it", fixable=True)
+    else:
+        difference = Difference(provider, provider_id, row.id if row else origin.payment_id,
+                                ours, "succeeded", "paid at the provider, unknown or not "
+                                "credited here: check it, then `habitbot payments complete`",
+                                fixable=row is not None)
+    if settle is not None and difference.fixable:
+        difference.fixed = _settle_elsewhere(runtime, settle)
+    return difference
+
+
+def _settle_elsewhere(runtime: Runtime, settle: Callable[[], service.Settlement]) -> str:
+    try:
+        settled = settle()
+    except (ProviderError, MalformedAnswer, MalformedInvoice, BillingError) as exc:
+        return f"not fixed: {exc}"
+    if settled.credited and settled.payment_id is not None:
+        notify.notify_completion(runtime, settled.payment_id)
+    return settled.outcome if settled.outcome in ("credited", "already_final") \
+        else f"not fixed: {settled.outcome} {settled.detail}".strip()
 
 
 # ---------------------------------------------------------------- refund

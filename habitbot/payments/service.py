@@ -16,6 +16,7 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -26,6 +27,7 @@ from habitbot.models import Payment, User
 from habitbot.payments import yookassa
 from habitbot.payments.cryptobot import CryptoBotClient, Invoice, MalformedInvoice
 from habitbot.payments.http import ProviderError, ProviderRefused, ProviderUnavailable
+from habitbot.payments.origin import Origin
 from habitbot.payments.yookassa import MalformedAnswer, YooKassaClient, YooKassaPayment
 from habitbot.services import billing
 from habitbot.services.billing import BillingError, Completion
@@ -162,12 +164,14 @@ def _amount(payment_type: str, plan: str | None, amount_minor: int | None,
     raise BillingError("unknown_payment_type", payment_type=payment_type)
 
 
-def _language(runtime: Runtime, user_id: int) -> str:
+def _user(runtime: Runtime, user_id: int) -> tuple[str, int]:
+    """(language, telegram id) of the paying user."""
     with Session(runtime.engine) as session:
-        language = session.execute(select(User.language).where(User.id == user_id)).scalar()
-    if language is None:
+        row = session.execute(select(User.language, User.telegram_id)
+                              .where(User.id == user_id)).first()
+    if row is None:
         raise BillingError("unknown_user")
-    return str(language)
+    return str(row.language), int(row.telegram_id)
 
 
 def start_payment(runtime: Runtime, user_id: int, provider: str, payment_type: str, *,
@@ -189,7 +193,8 @@ def start_payment(runtime: Runtime, user_id: int, provider: str, payment_type: s
     settings = runtime.settings
     client = yookassa_client(settings) if provider == "yookassa" \
         else cryptobot_client(settings)
-    t = Translator(_language(runtime, user_id))
+    language, telegram_id = _user(runtime, user_id)
+    t = Translator(language)
     description = t.gettext(DESCRIPTIONS[plan if payment_type == "subscription" and plan
                                          else "balance_topup"])
     payment_id, key = billing.create_payment(runtime.engine, user_id, provider, payment_type,
@@ -197,16 +202,18 @@ def start_payment(runtime: Runtime, user_id: int, provider: str, payment_type: s
     log.info("Payment created", extra={"payment_id": payment_id, "provider": provider,
                                        "payment_type": payment_type, "amount_minor": amount,
                                        "currency": currency})
+    origin = Origin(payment_id, key, telegram_id, payment_type,
+                    plan if payment_type == "subscription" else None)
     try:
         if isinstance(client, YooKassaClient):
             created = client.create_payment(
                 amount_minor=amount, currency=currency, idempotence_key=str(key),
                 return_url=return_url(runtime), description=description,
-                metadata={"payment_id": str(payment_id)})
+                metadata=origin.fields())
             provider_id, url = created.id, created.confirmation_url
         else:
             invoice = client.create_invoice(
-                amount_minor=amount, fiat=currency, payload=str(payment_id),
+                amount_minor=amount, fiat=currency, payload=origin.payload(),
                 description=description,
                 accepted_assets=settings.cryptobot_accepted_assets,
                 expires_in=settings.cryptobot_invoice_expires_in,
@@ -263,24 +270,85 @@ def alert_unknown(runtime: Runtime, provider: str, provider_id: str,
     return Settlement("unknown", detail=detail)
 
 
-def _our_row(provider: str, our_id: int | None, provider_id: str,
-             runtime: Runtime) -> Payment | None:
-    if our_id is not None:
-        row = billing.get_payment(runtime.engine, our_id)
+def find_row(runtime: Runtime, provider: str, origin: Origin,
+             provider_id: str) -> Payment | None:
+    """Our row for a provider's record: by our idempotence key when the record carries it
+    (our numeric id may name another payment after a database restore), else by our id,
+    else by the provider's id."""
+    if origin.key is not None:
+        row = billing.find_payment_by_key(runtime.engine, origin.key)
+        if row is not None:
+            return row
+    elif origin.payment_id is not None:
+        row = billing.get_payment(runtime.engine, origin.payment_id)
         if row is not None:
             return row
     return billing.find_payment(runtime.engine, provider, provider_id)
 
 
+def restore_row(runtime: Runtime, provider: str, origin: Origin, provider_id: str,
+                amount_minor: int, currency: str, raw: dict) -> Payment | None:
+    """Re-create a paid payment our database lost (restored from an older backup) from the
+    provider's record, so it can be credited exactly once; None when the record does not
+    say enough (created before our records carried the user and the purpose)."""
+    if not origin.restorable:
+        return None
+    assert origin.key is not None and origin.telegram_id is not None
+    description = raw.get("description")
+    try:
+        restored = billing.restore_payment(
+            runtime.engine, key=origin.key, telegram_id=origin.telegram_id, provider=provider,
+            provider_payment_id=provider_id, payment_type=str(origin.payment_type),
+            plan=origin.plan, amount_minor=amount_minor, currency=currency,
+            description=description if isinstance(description, str) else None,
+            created_at=_instant(raw.get("created_at")))
+    except BillingError as exc:
+        log.error("payment could not be restored", extra={
+            "provider": provider, "provider_payment_id": provider_id, "error": exc.code})
+        return None
+    if restored.created:
+        runtime.alerts.raise_alert(
+            "WARNING", f"payments {provider}",
+            f"{provider} payment {provider_id} was paid but missing in our database (restored "
+            f"from an older backup?); re-created from the provider's record as payment "
+            f"{restored.payment.id} (it was {origin.payment_id}) for Telegram user "
+            f"{origin.telegram_id}" + (", whose user row was re-created too"
+                                       if restored.user_created else ""),
+            fingerprint=f"payment_restored:{provider}:{provider_id}")
+    return restored.payment
+
+
+def _instant(raw: object) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 def _complete(runtime: Runtime, payment_id: int, provider: str, provider_id: str,
-              amount_minor: int, currency: str) -> Settlement:
+              amount_minor: int, currency: str, key: uuid.UUID | None = None) -> Settlement:
+    settled = _credit(runtime, payment_id, provider, provider_id, amount_minor, currency, key)
+    assert settled is not None
+    return settled
+
+
+def _credit(runtime: Runtime, payment_id: int, provider: str, provider_id: str,
+            amount_minor: int, currency: str, key: uuid.UUID | None = None,
+            quiet_unknown: bool = False) -> Settlement | None:
     """Credit once; every disagreement with our row is refused inside the locked
-    transaction and becomes an alert."""
+    transaction and becomes an alert. With `quiet_unknown`, a payment id that is not (or no
+    longer) the payment the provider's record names returns None instead."""
     try:
         completion = billing.complete_payment(runtime.engine, payment_id, amount_minor,
-                                              currency, provider_id, provider=provider)
+                                              currency, provider_id, provider=provider,
+                                              idempotence_key=key)
     except BillingError as exc:
-        if exc.code in ("unknown_payment", "wrong_provider"):
+        if quiet_unknown and exc.code in ("unknown_payment", "key_mismatch"):
+            return None
+        if exc.code in ("unknown_payment", "wrong_provider", "key_mismatch"):
             return alert_unknown(runtime, provider, provider_id,
                                  f"our payment {payment_id} named by it is not a {provider} "
                                  "payment")
@@ -307,14 +375,21 @@ def settle_yookassa(runtime: Runtime, payment: YooKassaPayment,
                     expected_payment_id: int | None = None) -> Settlement:
     """Apply a YooKassa payment object *re-read from the API* to our row."""
     client = yookassa_client(runtime.settings)
-    our_id = payment.our_payment_id
+    origin = payment.origin
+    our_id = origin.payment_id
     if payment.status == "succeeded" and our_id is not None \
             and expected_payment_id in (None, our_id) and not _other_shop(runtime, payment):
         # The common case, in one locked transaction that also checks provider, provider
-        # id, amount and currency against our row.
-        return _complete(runtime, our_id, "yookassa", payment.id, payment.amount_minor,
-                         payment.currency)
-    row = _our_row("yookassa", our_id, payment.id, runtime)
+        # id, key, amount and currency against our row.
+        settled = _credit(runtime, our_id, "yookassa", payment.id, payment.amount_minor,
+                          payment.currency, origin.key, quiet_unknown=origin.key is not None)
+        if settled is not None:
+            return settled
+    row = find_row(runtime, "yookassa", origin, payment.id)
+    if row is None and payment.status in ("succeeded", "waiting_for_capture") \
+            and not _other_shop(runtime, payment):
+        row = restore_row(runtime, "yookassa", origin, payment.id, payment.amount_minor,
+                          payment.currency, payment.raw)
     if row is None or row.provider != "yookassa":
         if payment.status == "waiting_for_capture":
             _cancel_at_yookassa(runtime, client, payment, None)
@@ -327,7 +402,7 @@ def settle_yookassa(runtime: Runtime, payment: YooKassaPayment,
         return alert_mismatch(runtime, "yookassa", payment.id, row.id, problem)
     if payment.status == "succeeded":
         return _complete(runtime, row.id, "yookassa", payment.id, payment.amount_minor,
-                         payment.currency)
+                         payment.currency, row.idempotence_key)
     if payment.status == "waiting_for_capture":
         if row.status not in billing.OPEN_STATUSES:
             _cancel_at_yookassa(runtime, client, payment, row)
@@ -339,7 +414,7 @@ def settle_yookassa(runtime: Runtime, payment: YooKassaPayment,
         log.info("Payment captured", extra={"payment_id": row.id, "status": captured.status})
         if captured.status == "succeeded":
             return _complete(runtime, row.id, "yookassa", captured.id, captured.amount_minor,
-                             captured.currency)
+                             captured.currency, row.idempotence_key)
         return Settlement("pending", row.id, detail=captured.status)
     if payment.status == "canceled":
         billing.cancel_payment(runtime.engine, row.id, payment.cancellation_reason)
@@ -358,8 +433,11 @@ def _yookassa_problem(runtime: Runtime, row: Payment, payment: YooKassaPayment,
         return f"it belongs to payment {row.id}, not {expected_payment_id}"
     if _other_shop(runtime, payment):
         return f"it belongs to shop {payment.account_id}"
-    if payment.our_payment_id not in (None, row.id):
-        return f"its metadata names payment {payment.our_payment_id}"
+    origin = payment.origin
+    if origin.key is not None and origin.key != row.idempotence_key:
+        return f"its metadata names another payment (our key {origin.key})"
+    if origin.key is None and origin.payment_id not in (None, row.id):
+        return f"its metadata names payment {origin.payment_id}"
     if row.provider_payment_id and row.provider_payment_id != payment.id:
         return f"our payment {row.id} is yookassa payment {row.provider_payment_id}"
     if (payment.amount_minor, payment.currency) != (row.amount_minor, row.currency):
@@ -389,15 +467,21 @@ def settle_cryptobot(runtime: Runtime, invoice: Invoice,
                      expected_payment_id: int | None = None) -> Settlement:
     """Apply a Crypto Pay invoice (from a signed update or getInvoices) to our row."""
     provider_id = str(invoice.invoice_id)
-    row = _our_row("cryptobot", invoice.our_payment_id, provider_id, runtime)
+    origin = invoice.origin
+    row = find_row(runtime, "cryptobot", origin, provider_id)
+    if row is None and invoice.status == "paid" and invoice.currency_type == "fiat":
+        row = restore_row(runtime, "cryptobot", origin, provider_id, invoice.amount_minor,
+                          invoice.currency, invoice.raw)
     if row is None or row.provider != "cryptobot":
         return alert_unknown(runtime, "cryptobot", provider_id,
                               "no payment of ours has this invoice's payload")
     problem = None
     if expected_payment_id is not None and row.id != expected_payment_id:
         problem = f"it belongs to payment {row.id}, not {expected_payment_id}"
-    elif invoice.our_payment_id not in (None, row.id):
-        problem = f"its payload names payment {invoice.our_payment_id}"
+    elif origin.key is not None and origin.key != row.idempotence_key:
+        problem = f"its payload names another payment (our key {origin.key})"
+    elif origin.key is None and origin.payment_id not in (None, row.id):
+        problem = f"its payload names payment {origin.payment_id}"
     elif row.provider_payment_id and row.provider_payment_id != provider_id:
         problem = f"our payment {row.id} is invoice {row.provider_payment_id}"
     elif invoice.currency_type != "fiat" or (invoice.amount_minor, invoice.currency) != (
@@ -408,7 +492,7 @@ def settle_cryptobot(runtime: Runtime, invoice: Invoice,
         return alert_mismatch(runtime, "cryptobot", provider_id, row.id, problem)
     if invoice.status == "paid":
         return _complete(runtime, row.id, "cryptobot", provider_id, invoice.amount_minor,
-                         invoice.currency)
+                         invoice.currency, row.idempotence_key)
     if invoice.status == "expired":
         billing.cancel_payment(runtime.engine, row.id, "expired")
         return Settlement("canceled", row.id, detail="expired")

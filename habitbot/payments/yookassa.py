@@ -17,6 +17,7 @@ import requests
 from habitbot.http_sessions import Response
 from habitbot.payments import money
 from habitbot.payments.http import ProviderHttp
+from habitbot.payments.origin import Origin, from_fields
 
 PROVIDER = "yookassa"
 DESCRIPTION_LIMIT = 128
@@ -38,11 +39,14 @@ class YooKassaPayment:
     raw: dict[str, Any]
 
     @property
+    def origin(self) -> Origin:
+        """What our metadata says the payment is (see habitbot.payments.origin)."""
+        return from_fields(self.metadata)
+
+    @property
     def our_payment_id(self) -> int | None:
         """`metadata.payment_id` as our payments.id, None when absent or malformed."""
-        value = self.metadata.get("payment_id")
-        text = str(value) if value is not None else ""
-        return int(text) if text.isdigit() and len(text) < 19 else None
+        return self.origin.payment_id
 
 
 @dataclass(frozen=True)

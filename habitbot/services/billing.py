@@ -21,6 +21,7 @@ from sqlalchemy import (
     Engine,
     String,
     Table,
+    Uuid,
     bindparam,
     func,
     or_,
@@ -66,7 +67,9 @@ _CLAIM = (
            or_(bindparam("p_provider_payment_id", type_=String) == None,  # noqa: E711
                _payments.c.provider_payment_id.is_(None),
                _payments.c.provider_payment_id == bindparam("p_provider_payment_id",
-                                                            type_=String)))
+                                                            type_=String)),
+           or_(bindparam("p_key", type_=Uuid) == None,  # noqa: E711
+               _payments.c.idempotence_key == bindparam("p_key", type_=Uuid)))
     .values(status="succeeded", completed_at=bindparam("p_now"),
             provider_payment_id=func.coalesce(_payments.c.provider_payment_id,
                                               bindparam("p_provider_payment_id", type_=String)))
@@ -264,17 +267,20 @@ def complete_payment(engine: Engine, payment_id: int, amount_minor: int, currenc
                      provider_payment_id: str | None = None,
                      now: datetime | None = None,
                      operator_reason: str | None = None,
-                     provider: str | None = None) -> Completion:
+                     provider: str | None = None,
+                     idempotence_key: uuid.UUID | None = None) -> Completion:
     """Credit a verified payment exactly once. The caller passes what the provider says was
     paid; a mismatch with our row is refused and nothing changes: `amount_mismatch`,
     `wrong_provider` (with `provider`: the row belongs to another provider),
-    `provider_id_mismatch` (our open row already names another provider payment),
-    `provider_id_conflict` (the provider id already belongs to another payment of ours: one
-    provider payment never credits two). `operator_reason` records why an operator credited
-    a payment the provider did not confirm (`payments complete --force`)."""
+    `key_mismatch` (with `idempotence_key`: the row with this id is another payment — ids
+    restart after a database restore), `provider_id_mismatch` (our open row already names
+    another provider payment), `provider_id_conflict` (the provider id already belongs to
+    another payment of ours: one provider payment never credits two). `operator_reason`
+    records why an operator credited a payment the provider did not confirm
+    (`payments complete --force`)."""
     try:
         return _complete(engine, payment_id, amount_minor, currency, provider_payment_id,
-                         now or datetime.now(UTC), operator_reason, provider)
+                         now or datetime.now(UTC), operator_reason, provider, idempotence_key)
     except IntegrityError:
         log.error("provider payment id already belongs to another payment",
                   extra={"payment_id": payment_id, "provider_payment_id": provider_payment_id})
@@ -283,7 +289,7 @@ def complete_payment(engine: Engine, payment_id: int, amount_minor: int, currenc
 
 def _complete(engine: Engine, payment_id: int, amount_minor: int, currency: str,
               provider_payment_id: str | None, now: datetime, operator_reason: str | None,
-              provider: str | None) -> Completion:
+              provider: str | None, key: uuid.UUID | None) -> Completion:
     # One conditional UPDATE claims the payment: it matches only while the payment is open
     # and agrees with what the provider reported. A concurrent second delivery waits on the
     # row lock, then finds the payment final and matches nothing.
@@ -291,10 +297,11 @@ def _complete(engine: Engine, payment_id: int, amount_minor: int, currency: str,
         row = conn.execute(_CLAIM, {
             "p_payment_id": payment_id, "p_amount_minor": amount_minor,
             "p_currency": currency, "p_provider": provider,
-            "p_provider_payment_id": provider_payment_id or None, "p_now": now}).first()
+            "p_provider_payment_id": provider_payment_id or None, "p_now": now,
+            "p_key": key}).first()
         if row is None:
             return _not_claimed(conn, payment_id, amount_minor, currency, provider,
-                                provider_payment_id)
+                                provider_payment_id, key)
         if operator_reason:
             conn.execute(update(Payment).where(Payment.id == payment_id).values(
                 provider_data={**(row.provider_data or {}), "operator_completion": {
@@ -314,13 +321,16 @@ def _complete(engine: Engine, payment_id: int, amount_minor: int, currency: str,
 
 
 def _not_claimed(conn: Connection, payment_id: int, amount_minor: int, currency: str,
-                 provider: str | None, provider_payment_id: str | None) -> Completion:
+                 provider: str | None, provider_payment_id: str | None,
+                 key: uuid.UUID | None) -> Completion:
     """Why the claim matched nothing: a refusal (BillingError), or already final."""
     row = conn.execute(select(Payment.provider, Payment.provider_payment_id, Payment.status,
-                              Payment.amount_minor, Payment.currency)
+                              Payment.amount_minor, Payment.currency, Payment.idempotence_key)
                        .where(Payment.id == payment_id)).first()
     if row is None:
         raise BillingError("unknown_payment")
+    if key is not None and row.idempotence_key != key:
+        raise BillingError("key_mismatch")
     if provider is not None and row.provider != provider:
         raise BillingError("wrong_provider", provider=row.provider)
     if row.amount_minor != amount_minor or row.currency != currency:
@@ -344,6 +354,65 @@ def find_payment(engine: Engine, provider: str, provider_payment_id: str) -> Pay
         return session.execute(select(Payment).where(
             Payment.provider == provider,
             Payment.provider_payment_id == provider_payment_id)).scalars().first()
+
+
+def find_payment_by_key(engine: Engine, key: uuid.UUID) -> Payment | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.execute(select(Payment).where(
+            Payment.idempotence_key == key)).scalars().first()
+
+
+@dataclass(frozen=True)
+class Restored:
+    payment: Payment
+    created: bool  # False: a row with this key was already there
+    user_created: bool
+
+
+def restore_payment(engine: Engine, *, key: uuid.UUID, telegram_id: int, provider: str,
+                    provider_payment_id: str, payment_type: str, plan: str | None,
+                    amount_minor: int, currency: str, description: str | None,
+                    created_at: datetime | None) -> Restored:
+    """Re-create, from the provider's record, a payment row our database lost (a restore
+    from a backup older than the payment). The row is `pending` with the original
+    idempotence key; crediting it is `complete_payment`'s business, exactly once as always.
+    A user the restore lost too is re-created with defaults (their settings come back when
+    they write to the bot). A row that already carries the key is returned unchanged."""
+    if amount_minor <= 0:
+        raise BillingError("amount_not_positive")
+    if (payment_type == "subscription") != (plan is not None):
+        raise BillingError("unknown_plan", plan=plan)
+    with engine.begin() as conn:
+        user_id = conn.execute(select(User.id).where(User.telegram_id == telegram_id)).scalar()
+        user_created = user_id is None
+        if user_id is None:
+            user_id = conn.execute(insert(User).values(telegram_id=telegram_id)
+                                   .on_conflict_do_update(index_elements=[User.telegram_id],
+                                                          set_={"telegram_id": telegram_id})
+                                   .returning(User.id)).scalar_one()
+        values: dict[str, object] = {
+            "user_id": user_id, "provider": provider, "payment_type": payment_type,
+            "plan": plan, "amount_minor": amount_minor, "currency": currency,
+            "description": description and description[:255], "idempotence_key": key,
+            "provider_payment_id": provider_payment_id,
+            "provider_data": {"restored_from_provider": datetime.now(UTC).isoformat()}}
+        if created_at is not None:
+            values["created_at"] = created_at
+        try:
+            with conn.begin_nested():
+                new_id = conn.execute(insert(Payment).values(**values)
+                                      .on_conflict_do_nothing(index_elements=["idempotence_key"])
+                                      .returning(Payment.id)).scalar()
+        except IntegrityError:  # the provider id is on another row of ours
+            raise BillingError("provider_id_conflict") from None
+    row = find_payment_by_key(engine, key)
+    if row is None:
+        raise BillingError("unknown_payment")
+    if new_id is not None:
+        log.warning("Payment restored from the provider's record", extra={
+            "payment_id": row.id, "provider": provider,
+            "provider_payment_id": provider_payment_id})
+    return Restored(row, new_id is not None, user_created and new_id is not None)
 
 
 def refunds_of(engine: Engine, payment_id: int) -> list[PaymentRefund]:

@@ -11,7 +11,7 @@ from io import StringIO
 
 import pytest
 import requests
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from habitbot import cli
 from habitbot.cli_payments import ProgressBar
@@ -411,3 +411,67 @@ def test_every_payments_command_has_help():
                                  "--help"], capture_output=True, text=True, timeout=60,
                                 env={"PATH": "/usr/bin:/bin"})
         assert result.returncode == 0 and f"usage: habitbot payments {action}" in result.stdout
+
+
+# ---------------------------------------------------------------- after a restore
+
+def _lose(engine, payment_id: int) -> None:
+    """What restoring a backup older than the payment does to its row."""
+    with engine.begin() as conn:
+        conn.execute(delete(Payment).where(Payment.id == payment_id))
+
+
+def test_complete_recreates_a_paid_payment_the_restore_lost(run, runtime, alice,
+                                                           kassa_control, emu_client):
+    kassa_control.set_webhook(enabled=False)
+    payment_id, provider_id = _top_up(runtime, alice, 2500)
+    _lose(runtime.engine, payment_id)
+    kassa_control.pay(provider_id)
+    code, out, _ = run("payments", "complete", "--provider", "yookassa", "--id", provider_id)
+    assert code == 0 and "yookassa confirms payment" in out and "credited" in out, out
+    assert billing.balance(runtime.engine, alice) == 2500
+    row = billing.find_payment(runtime.engine, "yookassa", provider_id)
+    assert row is not None and row.status == "succeeded" and row.user_id == alice
+    assert alerts(runtime.engine, f"(it was {payment_id})")
+    code, out, _ = run("payments", "complete", "--provider", "yookassa", "--id", provider_id)
+    assert code == 0 and "already succeeded; nothing to do" in out
+    assert credits(runtime.engine) == 1 and len(_bot_texts(emu_client)) == 1
+
+
+def test_complete_does_not_recreate_an_unpaid_lost_payment(run, runtime, alice):
+    payment_id, provider_id = _top_up(runtime, alice, 2500)
+    _lose(runtime.engine, payment_id)
+    code, _, err = run("payments", "complete", "--provider", "yookassa", "--id", provider_id)
+    assert code == 1 and f"no yookassa payment '{provider_id}' in our database" in err
+    assert billing.find_payment(runtime.engine, "yookassa", provider_id) is None
+
+
+def test_reconcile_fix_recreates_what_the_restore_lost(run, runtime, alice, kassa,
+                                                      kassa_control, cryptopay_control,
+                                                      emu_client):
+    kassa_control.set_webhook(enabled=False)
+    cryptopay_control.set_webhook(enabled=False)
+    card_id, card = _top_up(runtime, alice, 1000)
+    coin = service.start_payment(runtime, alice, "cryptobot", "subscription", plan="month")
+    invoice_id = int(payment_row(runtime.engine, coin.payment_id).provider_payment_id)
+    kassa_control.pay(card)
+    cryptopay_control.pay(invoice_id)
+    older = _kassa_direct(kassa, "7.00", {"payment_id": "99"})  # our id only: too little
+    kassa_control.pay(older)
+    for lost in (card_id, coin.payment_id):
+        _lose(runtime.engine, lost)
+
+    code, out, _ = run("payments", "reconcile", "--hours", "1")
+    assert code == 1 and out.count("missing here") == 2, out
+    assert f"it was our payment {card_id}" in out and "--fix re-creates it" in out
+    assert f"DIFF yookassa {older} (payment 99): ours no row" in out
+
+    code, out, err = run("payments", "reconcile", "--hours", "1", "--fix")
+    assert out.count("[fixed: credited]") == 2, out
+    assert code == 1 and "1 need attention" in err  # the record that cannot say whose
+    assert billing.balance(runtime.engine, alice) == 1000
+    assert billing.status(runtime.engine, alice).tier == "premium"
+    assert len(_bot_texts(emu_client)) == 2
+
+    code, out, _ = run("payments", "reconcile", "--hours", "1", "--fix")
+    assert out.count("DIFF") == 1 and credits(runtime.engine) == 1

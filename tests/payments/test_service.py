@@ -3,6 +3,7 @@ against the provider emulators, real PostgreSQL and Redis."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -27,7 +28,11 @@ def test_yookassa_top_up_is_created_with_our_key_and_metadata(runtime, alice, ka
     assert started.confirmation_url.startswith(f"{kassa.url}/pay/")
     remote = kassa_control.payment(row.provider_payment_id)
     assert remote["amount"] == {"value": "150.00", "currency": "RUB"}
-    assert remote["metadata"] == {"payment_id": str(started.payment_id)}
+    # Enough to recognise the row without our numeric id and to rebuild it if a restore
+    # loses it (see test_restore.py).
+    assert remote["metadata"] == {"payment_id": str(started.payment_id),
+                                  "key": str(row.idempotence_key), "telegram_id": "7001",
+                                  "type": "balance_topup"}
     assert remote["description"] == "HabitBot balance top-up"
     assert remote["confirmation"]["return_url"].startswith("https://t.me/")
     [create] = kassa_control.requests("create_payment")
@@ -42,7 +47,9 @@ def test_cryptobot_subscription_invoice_is_fiat_with_our_payload(runtime, alice,
     invoice = cryptopay_control.invoice(int(row.provider_payment_id))
     assert (invoice["currency_type"], invoice["fiat"], invoice["amount"]) == ("fiat", "RUB",
                                                                               "199")
-    assert invoice["payload"] == str(started.payment_id)
+    assert json.loads(invoice["payload"]) == {
+        "payment_id": str(started.payment_id), "key": str(row.idempotence_key),
+        "telegram_id": "7001", "type": "subscription", "plan": "month"}
     assert invoice["status"] == "active" and started.confirmation_url == invoice["bot_invoice_url"]
 
 
