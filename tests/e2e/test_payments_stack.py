@@ -7,6 +7,7 @@ the operator — every step checked in /balance, the transactions and the premiu
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -14,6 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 import requests
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
 from sqlalchemy import select
 
 from habitbot.db import make_engine
@@ -23,12 +26,16 @@ from habitbot.sandbox.payments_client import CryptoPayControl, YooKassaControl
 from habitbot.sandbox.yookassa_emulator import YooKassaEmulator
 from habitbot.services.schema import run_deploy_gate
 from tests.conftest import redis_db
-from tests.e2e.stack import Stack
+from tests.e2e.burst import Burst
+from tests.e2e.stack import Stack, wait_until
 from tests.payments.support import payment_env
+from tests.support.browser import chromium, wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 USER = 5077
 MONTH = timedelta(days=30)
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
+BURST_USERS = 40
 
 
 @pytest.fixture
@@ -57,7 +64,7 @@ def stack(tmp_path, scratch_database, redis_url, emulator, kassa, cryptopay):
     conn.flushdb()
     env = payment_env(scratch_database, e2e_redis, emulator.url, kassa, cryptopay,
                       YOOKASSA_SHOP_ID="100500", YOOKASSA_SECRET_KEY="test_e2e-secret",
-                      CRYPTOBOT_TOKEN="4242:AAe2eCryptoPayToken")
+                      CRYPTOBOT_TOKEN="4242:AAe2eCryptoPayToken", ADMIN_TOKEN=ADMIN_TOKEN)
     running = Stack(tmp_path, env)
     with YooKassaControl(kassa.url) as control:
         control.set_webhook(f"{running.base_url}/webhooks/yookassa")
@@ -220,4 +227,76 @@ def test_trial_top_up_three_ways_to_buy_and_a_refund(stack, emulator, emu_client
                                 .order_by(Payment.id)).all()
     assert [tuple(s) for s in statuses] == [("yookassa", "succeeded"), ("balance", "succeeded"),
                                           ("cryptobot", "succeeded"), ("stars", "refunded")]
+    engine.dispose()
+
+
+# ---------------------------------------------------------------- the dashboard, live
+
+def _cells(driver, table_id: str) -> list[list[str]]:
+    rows = driver.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")
+    return [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")] for row in rows]
+
+
+def _bulk_sent(driver) -> int:
+    """Reminders sent, from the overview's send-rate table (the bulk lane)."""
+    try:
+        rows = _cells(driver, "sender-totals")
+    except StaleElementReferenceException:  # the page reloaded itself under us
+        return -1
+    return next((int(r[1]) for r in rows if r and r[0] == "bulk"), 0)
+
+
+def _succeeded(driver, provider: str) -> int:
+    try:
+        rows = _cells(driver, "payment-groups")
+    except StaleElementReferenceException:
+        return -1
+    return sum(int(r[3]) for r in rows if len(r) > 3 and r[:2] == [provider, "succeeded"])
+
+
+def _seen_after(driver, what, at_least: int, since: float, timeout: float = 90) -> float:
+    """Seconds from `since` until the page — reloading only by itself — shows `at_least`."""
+    wait_until(lambda: what(driver) >= at_least, timeout, f"the page shows {at_least}")
+    return time.monotonic() - since
+
+
+def test_the_dashboard_shows_a_reminder_burst_and_a_payment_live(stack, emu_client, kassa,
+                                                                 scratch_database, tmp_path):
+    """An operator keeps /admin open: a burst of reminders and a YooKassa payment show up
+    on the overview and the payments page by the pages' own refresh, without a click."""
+    engine = make_engine(scratch_database, "cli")
+    with chromium(tmp_path / "profile") as driver:
+        driver.get(f"{stack.base_url}/admin/")
+        driver.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        wait(driver, lambda d: d.find_element(By.TAG_NAME, "h1").text.startswith("Overview"))
+        assert _bulk_sent(driver) == 0
+
+        burst = Burst.plan(engine, users=BURST_USERS, first_chat=640_000, lead=10)
+        burst.wait_sent(BURST_USERS, burst.seconds_to_fire() + 60, "the burst sent")
+        sent_at = time.monotonic()
+        shown_in = _seen_after(driver, _bulk_sent, BURST_USERS, sent_at)
+        print(f"\nreminder burst of {BURST_USERS}: on the overview {shown_in:.1f} s after the "
+              "last was sent (the page reloads itself every 10 s)")
+
+        # A top-up paid at YooKassa, credited by the webhook.
+        driver.get(f"{stack.base_url}/admin/payments")
+        wait(driver, lambda d: d.find_element(By.TAG_NAME, "h1").text.startswith("Payments"))
+        assert _succeeded(driver, "yookassa") == 0
+        emu_client.add_user(USER, first_name="Vera", language_code="en")
+        vera = Person(emu_client, USER)
+        vera.say("/start")
+        vera.press("🇬🇧 English")
+        vera.say("/premium")
+        vera.press("💳 Top up the balance")
+        vera.press("300.00 ₽")
+        vera.press("💳 Bank card (YooKassa)")
+        screen = next(m for m in reversed(emu_client.messages(USER, sender="bot"))
+                      if "💳 Pay 300.00 ₽" in Person.buttons(m))
+        _pay_on_the_page(Person.buttons(screen)["💳 Pay 300.00 ₽"]["url"])
+        wait_until(lambda: _state(engine, USER)[0] == 30000, 30, "the top-up credited")
+        paid_at = time.monotonic()
+        shown_in = _seen_after(driver, lambda d: _succeeded(d, "yookassa"), 1, paid_at)
+        print(f"payment: on the payments page {shown_in:.1f} s after the credit (the page "
+              "reloads itself every 10 s)")
     engine.dispose()

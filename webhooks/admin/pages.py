@@ -32,6 +32,9 @@ JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 TELEGRAM_ID_RE = re.compile(r"^[0-9]{1,19}$")
 FAILED_JOBS_SHOWN = 100
 PROCESS_CHECKS = ("bot", "scheduler", "workers", "database", "redis", "schema")
+# The overview and the payments page reload themselves this often: what happens shows up
+# within seconds. Both read through indexes and short caches, so a reload is cheap.
+LIVE_REFRESH = 10
 
 
 def _runtime() -> Runtime:
@@ -105,7 +108,7 @@ def overview() -> str:
                                      bars=["429s"], secondary=["429s"])
     return render_template("admin/overview.html", status=status, processes=processes,
                            figures=figures, sender=sender, alerts=alerts, charts=charts,
-                           refresh=15)
+                           refresh=LIVE_REFRESH)
 
 
 @bp.get("/activity")
@@ -135,7 +138,7 @@ def payments() -> str:
         charts["payments"] = _chart("bar", overview.chart(), stacked=True)
     return render_template("admin/payments.html", payments=overview, charts=charts,
                            too_long=int(dashboard.PENDING_TOO_LONG.total_seconds() // 60),
-                           refresh=30)
+                           refresh=LIVE_REFRESH)
 
 
 @bp.get("/jobs")
