@@ -80,8 +80,14 @@ def _row_from_provider(runtime: Runtime, provider: str, provider_id: str) -> Pay
             return row
         if provider == "stars":
             charge = stars.find_charge(runtime, provider_id)
-            our_id = stars.parse_payload(charge.payload) if charge else None
-            return billing.get_payment(runtime.engine, our_id) if our_id else None
+            if charge is None:
+                return None
+            origin = stars.parse_origin(charge.payload, charge.telegram_id)
+            row = service.find_row(runtime, provider, origin, provider_id)
+            if row is None and not charge.refunded:
+                row = service.restore_row(runtime, provider, origin, provider_id,
+                                          charge.amount, stars.CURRENCY, {})
+            return row
         if provider == "cryptobot" and provider_id.isdigit():
             found = service.cryptobot_client(runtime.settings).get_invoices([int(provider_id)])
             invoice = found.get(int(provider_id))
@@ -188,7 +194,10 @@ def _ask_telegram(runtime: Runtime, row: Payment, charge_id: str | None) -> serv
                                   "(telegram_payment_charge_id, from the alert or the log)")
     try:
         charge = stars.find_charge(runtime, charge_id)
-        if charge is None or stars.parse_payload(charge.payload) != row.id:
+        origin = stars.parse_origin(charge.payload) if charge else None
+        if charge is None or origin is None or not (
+                origin.key == row.idempotence_key if origin.key is not None
+                else origin.payment_id == row.id):
             return service.Settlement("pending", row.id, detail=f"Telegram has no charge "
                                       f"{charge_id} for payment {row.id}")
         settled = stars.complete_charge(runtime, charge_id)

@@ -1,9 +1,12 @@
 """Telegram Stars: invoices in XTR, the pre-checkout check, crediting on `successful_payment`
 and refunds through `refundStarPayment`.
 
-The invoice payload carries our payment id (`stars:<id>`); everything else is checked against
-our `payments` row, never taken from the payload: the payment must be a pending Stars payment
-of the paying user, for exactly the amount and currency Telegram reports. Crediting goes
+The invoice payload carries our payment id, our idempotence key and the plan
+(`stars:<id>:<key hex>:<plan>`; older invoices `stars:<id>`); everything else is checked
+against our `payments` row, never taken from the payload: the payment must be a pending Stars
+payment of the paying user, for exactly the amount and currency Telegram reports. The row is
+found by the key (after a database restore our ids restart and may name another payment); a
+paid charge whose row a restore lost is re-created from the payload and the charge. Crediting goes
 through `billing.complete_payment`, keyed by `telegram_payment_charge_id`, so a redelivered
 `successful_payment` credits nothing more; a second charge for a payment that is already paid
 (two approved checkouts of one invoice) is refunded to the user at once.
@@ -12,12 +15,14 @@ through `billing.complete_payment`, keyed by `telegram_payment_charge_id`, so a 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from habitbot.models import Payment, User
+from habitbot.payments.origin import PLANS, Origin
 from habitbot.runtime import Runtime
 from habitbot.services import billing
 from habitbot.telegram.errors import TelegramError
@@ -68,28 +73,58 @@ class _Row:
     charge_id: str | None
 
 
-def invoice_payload(payment_id: int) -> str:
-    return f"{PAYLOAD_PREFIX}{payment_id}"
+def invoice_payload(payment_id: int, key: uuid.UUID | None = None,
+                    plan: str | None = None) -> str:
+    """At most 64 bytes (Telegram allows 128)."""
+    if key is None or plan is None:
+        return f"{PAYLOAD_PREFIX}{payment_id}"
+    return f"{PAYLOAD_PREFIX}{payment_id}:{key.hex}:{plan}"
+
+
+def parse_origin(payload: str | None, telegram_id: int | None = None) -> Origin:
+    """What an invoice payload says (with the payer Telegram reports); an empty Origin for
+    anything we did not write."""
+    if not payload or not payload.startswith(PAYLOAD_PREFIX):
+        return Origin(None)
+    parts = payload[len(PAYLOAD_PREFIX):].split(":")
+    digits = parts[0]
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 18:
+        return Origin(None)
+    if len(parts) == 1:
+        return Origin(int(digits))
+    if len(parts) != 3 or parts[2] not in PLANS:
+        return Origin(None)
+    try:
+        key = uuid.UUID(hex=parts[1]) if len(parts[1]) == 32 else None
+    except ValueError:
+        key = None
+    if key is None:
+        return Origin(None)
+    return Origin(int(digits), key, telegram_id, "subscription", parts[2])
 
 
 def parse_payload(payload: str | None) -> int | None:
     """Our payment id from an invoice payload; None for anything we did not write."""
-    if not payload or not payload.startswith(PAYLOAD_PREFIX):
-        return None
-    digits = payload[len(PAYLOAD_PREFIX):]
-    if not digits.isascii() or not digits.isdigit() or len(digits) > 18:
-        return None
-    return int(digits)
+    return parse_origin(payload).payment_id
 
 
-def _row(engine: Engine, payment_id: int) -> _Row | None:
+def _row(engine: Engine, payment_id: int | None = None,
+         key: uuid.UUID | None = None) -> _Row | None:
+    where = Payment.idempotence_key == key if key is not None else Payment.id == payment_id
     with Session(engine) as session:
         found = session.execute(
             select(Payment.id, User.telegram_id, Payment.provider, Payment.status,
                    Payment.amount_minor, Payment.refunded_minor, Payment.currency,
                    Payment.payment_type, Payment.provider_payment_id)
-            .join(User, User.id == Payment.user_id).where(Payment.id == payment_id)).first()
+            .join(User, User.id == Payment.user_id).where(where)).first()
     return _Row(*found) if found else None
+
+
+def _row_of(engine: Engine, origin: Origin) -> _Row | None:
+    """The row a payload names: by our key when it carries one, else by our id."""
+    if origin.payment_id is None:
+        return None
+    return _row(engine, origin.payment_id, origin.key)
 
 
 # -- the invoice ---------------------------------------------------------------------------
@@ -100,13 +135,13 @@ def send_invoice(runtime: Runtime, user_id: int, chat_id: int, plan: str, *, tit
     id. Title (≤ 32 characters), description and price label come translated from the
     caller."""
     amount = billing.price(plan, CURRENCY)
-    payment_id, _ = billing.create_payment(runtime.engine, user_id, PROVIDER, "subscription",
-                                           amount, CURRENCY, plan=plan,
-                                           description=f"premium {plan} (Telegram Stars)")
+    payment_id, key = billing.create_payment(runtime.engine, user_id, PROVIDER,
+                                             "subscription", amount, CURRENCY, plan=plan,
+                                             description=f"premium {plan} (Telegram Stars)")
     try:
         runtime.sender.call("sendInvoice", {
             "chat_id": chat_id, "title": title[:32], "description": description[:255],
-            "payload": invoice_payload(payment_id), "provider_token": "",
+            "payload": invoice_payload(payment_id, key, plan), "provider_token": "",
             "currency": CURRENCY, "prices": [{"label": label, "amount": amount}],
         })
     except TelegramError as exc:
@@ -125,10 +160,11 @@ def check_checkout(engine: Engine, telegram_id: int, payload: str | None, curren
     """Validate a pre_checkout_query against our row; returns the payment id or raises
     StarsError with `bad_payload`, `unknown_payment`, `already_paid`, `not_payable` or
     `amount_mismatch`. Reads only: nothing changes whatever the answer."""
-    payment_id = parse_payload(payload)
+    origin = parse_origin(payload)
+    payment_id = origin.payment_id
     if payment_id is None:
         raise StarsError("bad_payload")
-    row = _row(engine, payment_id)
+    row = _row_of(engine, origin)
     if row is None or row.provider != PROVIDER or row.telegram_id != telegram_id:
         raise StarsError("unknown_payment", str(payment_id))
     if row.status == "succeeded" or row.status == "refunded":
@@ -149,14 +185,18 @@ def settle(runtime: Runtime, telegram_id: int, payload: str | None, currency: st
     propagate: the caller tells the user and the operator (the charge id is in the log)."""
     if not charge_id:
         raise StarsError("bad_charge", "empty telegram_payment_charge_id")
-    payment_id = parse_payload(payload)
-    row = _row(runtime.engine, payment_id) if payment_id is not None else None
+    origin = parse_origin(payload, telegram_id)
+    payment_id = origin.payment_id
+    row = _row_of(runtime.engine, origin)
+    if row is None and origin.restorable and currency == CURRENCY:
+        row = _restored(runtime, origin, charge_id, total_amount)
     if row is None or row.provider != PROVIDER or row.telegram_id != telegram_id:
         return _refund_uncreditable(runtime, telegram_id, payment_id, charge_id,
                                     "unknown_payment")
     try:
         completion = billing.complete_payment(runtime.engine, row.payment_id, total_amount,
-                                              currency, provider_payment_id=charge_id)
+                                              currency, provider_payment_id=charge_id,
+                                              idempotence_key=origin.key)
     except billing.BillingError as exc:
         return _refund_uncreditable(runtime, telegram_id, row.payment_id, charge_id, exc.code)
     if completion.credited:
@@ -170,6 +210,16 @@ def settle(runtime: Runtime, telegram_id: int, payload: str | None, currency: st
     # this second charge goes back to the user.
     return _refund_uncreditable(runtime, telegram_id, row.payment_id, charge_id,
                                 "already_paid")
+
+
+def _restored(runtime: Runtime, origin: Origin, charge_id: str,
+              total_amount: int) -> _Row | None:
+    """A paid charge whose row a database restore lost: re-created from the payload."""
+    from habitbot.payments import service
+
+    restored = service.restore_row(runtime, PROVIDER, origin, charge_id, total_amount,
+                                   CURRENCY, {})
+    return _row(runtime.engine, key=origin.key) if restored is not None else None
 
 
 def _refund_uncreditable(runtime: Runtime, telegram_id: int, payment_id: int | None,

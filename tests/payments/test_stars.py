@@ -3,11 +3,14 @@ a charge exactly once, and operator refunds through refundStarPayment (idempoten
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from habitbot.models import Payment, PaymentRefund, User
-from habitbot.payments import stars
+from habitbot.payments import operator, stars
+from habitbot.payments.origin import Origin
 from habitbot.payments.stars import StarsError
 from habitbot.services import billing
 from tests.payments.support import ALICE_TG, add_user, alerts, count
@@ -49,6 +52,60 @@ def test_payloads_we_did_not_write_are_refused(payload):
 
 def test_payload_round_trip():
     assert stars.parse_payload(stars.invoice_payload(12345)) == 12345
+    key = uuid.uuid4()
+    payload = stars.invoice_payload(12345, key, "year")
+    assert len(payload.encode()) <= 64  # Telegram allows 128 bytes
+    assert stars.parse_origin(payload, 77) == Origin(12345, key, 77, "subscription", "year")
+    assert stars.parse_origin(payload, 77).restorable
+
+
+@pytest.mark.parametrize("tail", [":abc:month", f":{'0' * 31}:month", f":{'g' * 32}:month",
+                                  f":{'0' * 32}:week", f":{'0' * 32}", f":{'0' * 32}:month:x"])
+def test_malformed_new_payloads_are_refused(tail):
+    assert stars.parse_origin(f"stars:12{tail}") == Origin(None)
+
+
+def test_a_charge_whose_row_a_restore_lost_is_recreated_and_credited(runtime, engine,
+                                                                     emu_client, alice):
+    """The invoice was sent and paid after the backup: the row is gone and our id 1 may be
+    reused by someone else's new payment; the charge (payload and payer) re-creates it."""
+    payment_id = stars.send_invoice(runtime, alice, ALICE_TG, "month", title="Premium",
+                                    description="A month", label="Premium")
+    payload = stars.invoice_payload(payment_id, row(engine, payment_id).idempotence_key, "month")
+    with engine.begin() as conn:
+        conn.execute(delete(Payment).where(Payment.id == payment_id))
+    bob = add_user(engine, emu_client, 7002)
+    reused = stars_payment(engine, bob)  # a fresh sequence would hand out the same id
+    with engine.begin() as conn:
+        conn.execute(update(Payment).where(Payment.id == reused).values(id=payment_id))
+    charge_id = emu_client.pay(ALICE_TG, invoice_payload=payload, currency="XTR",
+                               total_amount=PRICE)["telegram_payment_charge_id"]
+    settled = stars.settle(runtime, ALICE_TG, payload, "XTR", PRICE, charge_id)
+    assert settled.outcome == "credited" and settled.payment_id != payment_id
+    assert row(engine, payment_id).status == "pending"  # Bob's, untouched
+    assert billing.status(engine, alice).tier == "premium"
+    assert billing.status(engine, bob).tier == "free"
+    assert alerts(engine, f"re-created from the provider's record as payment "
+                          f"{settled.payment_id} (it was {payment_id})")
+    assert stars.settle(runtime, ALICE_TG, payload, "XTR", PRICE, charge_id).outcome == \
+        "duplicate"
+    assert [p["refunded"] for p in emu_client.payments()] == [False]
+
+
+def test_completing_a_charge_whose_row_a_restore_lost(runtime, engine, emu_client, alice):
+    payment_id = stars.send_invoice(runtime, alice, ALICE_TG, "year", title="Premium",
+                                    description="A year", label="Premium")
+    payload = stars.invoice_payload(payment_id, row(engine, payment_id).idempotence_key, "year")
+    charge_id = emu_client.pay(ALICE_TG, invoice_payload=payload, currency="XTR",
+                               total_amount=billing.PRICES["year"]["XTR"]
+                               )["telegram_payment_charge_id"]
+    with engine.begin() as conn:
+        conn.execute(delete(Payment).where(Payment.id == payment_id))
+    done = operator.complete(runtime, "stars", provider_id=charge_id)
+    assert done.action == "credited", done
+    assert billing.status(engine, alice).tier == "premium"
+    again = operator.complete(runtime, "stars", provider_id=charge_id)
+    assert again.action == "already"
 
 
 def test_checkout_accepts_only_our_pending_payment_for_its_price(runtime, engine, emu_client,
