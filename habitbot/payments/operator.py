@@ -399,7 +399,28 @@ def _paid_elsewhere(runtime: Runtime, since: datetime, known: set[tuple[str, str
                                    partial(service.settle_cryptobot, runtime, i)
                                    if fix else None)
                      for i in invoices if _paid_since(i, since))
+    try:
+        charges = stars.charges_since(runtime, int(since.timestamp()))
+    except TelegramError as exc:
+        report.provider_errors.append(f"stars getStarTransactions: {exc}")
+        charges = []
+    found.extend(_unknown_paid(runtime, "stars", c.charge_id,
+                               stars.parse_origin(c.payload, c.telegram_id), known,
+                               partial(_settle_charge, runtime, c.charge_id) if fix else None)
+                 for c in charges if not c.refunded)
     return [d for d in found if d is not None]
+
+
+def _settle_charge(runtime: Runtime, charge_id: str) -> service.Settlement:
+    """A Stars charge not credited here, through the bot's own exactly-once path."""
+    try:
+        settled = stars.complete_charge(runtime, charge_id)
+    except stars.StarsError as exc:
+        return service.Settlement("mismatch", detail=exc.detail or exc.code)
+    outcome = {"credited": "credited", "duplicate": "already_final"}.get(settled.outcome,
+                                                                       settled.outcome)
+    return service.Settlement(outcome, settled.payment_id, settled.completion,
+                              settled.reason or "")
 
 
 def _created_since(payment: YooKassaPayment, since: datetime) -> bool:

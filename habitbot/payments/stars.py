@@ -269,31 +269,50 @@ class StarCharge:
     refunded: bool
 
 
-def find_charge(runtime: Runtime, charge_id: str) -> StarCharge | None:
-    """What Telegram says about one charge (`getStarTransactions`, page by page): the only
-    source to trust when our own record of a `successful_payment` is missing."""
-    found: dict | None = None
-    refunded = False
+def _charges(runtime: Runtime, charge_id: str | None = None,
+             since: int = 0) -> list[StarCharge]:
+    """Incoming user payments as Telegram records them (`getStarTransactions`, every page,
+    chronological), with their refunds folded in: the only source to trust when our own
+    record of a `successful_payment` is missing. `charge_id` keeps one; `since` (unix time)
+    drops older ones."""
+    found: dict[str, dict] = {}
+    refunded: set[str] = set()
     offset = 0
     while True:
         page = runtime.sender.call("getStarTransactions",
                                    {"offset": offset, "limit": TRANSACTIONS_PAGE})
         transactions = page.get("transactions") or []
         for transaction in transactions:
-            if transaction.get("id") != charge_id:
+            tx_id = transaction.get("id")
+            if not isinstance(tx_id, str) or charge_id not in (None, tx_id):
                 continue
             if transaction.get("source"):
-                found = transaction
+                found[tx_id] = transaction
             elif transaction.get("receiver"):
-                refunded = True
+                refunded.add(tx_id)
         if len(transactions) < TRANSACTIONS_PAGE:
             break
         offset += TRANSACTIONS_PAGE
-    if found is None or (found["source"].get("type") != "user"):
-        return None
-    source = found["source"]
-    return StarCharge(charge_id, int(source["user"]["id"]), int(found["amount"]),
-                      source.get("invoice_payload"), refunded)
+    charges = []
+    for tx_id, transaction in found.items():
+        source = transaction["source"]
+        if source.get("type") != "user" or int(transaction.get("date") or 0) < since:
+            continue
+        charges.append(StarCharge(tx_id, int(source["user"]["id"]), int(transaction["amount"]),
+                                  source.get("invoice_payload"), tx_id in refunded))
+    return charges
+
+
+def find_charge(runtime: Runtime, charge_id: str) -> StarCharge | None:
+    """What Telegram says about one charge."""
+    charges = _charges(runtime, charge_id)
+    return charges[0] if charges else None
+
+
+def charges_since(runtime: Runtime, since: int) -> list[StarCharge]:
+    """Our invoices' charges paid at or after `since` (unix time), refunded ones included."""
+    return [c for c in _charges(runtime, since=since)
+            if parse_origin(c.payload).payment_id is not None]
 
 
 def complete_charge(runtime: Runtime, charge_id: str) -> Settlement:

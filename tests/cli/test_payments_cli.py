@@ -475,3 +475,31 @@ def test_reconcile_fix_recreates_what_the_restore_lost(run, runtime, alice, kass
 
     code, out, _ = run("payments", "reconcile", "--hours", "1", "--fix")
     assert out.count("DIFF") == 1 and credits(runtime.engine) == 1
+
+
+def test_reconcile_finds_stars_charges_not_credited_here(run, runtime, alice, emu_client):
+    """One charge the bot never recorded (the database was down), one whose row a restore
+    lost: `reconcile` lists both from Telegram's transactions, `--fix` credits each once."""
+    missed = stars.send_invoice(runtime, alice, ALICE_TG, "month", title="Premium",
+                                description="Premium for a month", label="1 month")
+    emu_client.pay(ALICE_TG, invoice_message_id=emu_client.messages(
+        ALICE_TG, sender="bot")[-1]["message_id"])
+    lost = stars.send_invoice(runtime, alice, ALICE_TG, "year", title="Premium",
+                              description="Premium for a year", label="1 year")
+    emu_client.pay(ALICE_TG, invoice_message_id=emu_client.messages(
+        ALICE_TG, sender="bot")[-1]["message_id"])
+    _lose(runtime.engine, lost)
+
+    code, out, _ = run("payments", "reconcile", "--hours", "1")
+    assert code == 1 and out.count("DIFF stars ") == 2, out
+    assert f"(payment {missed}): ours pending, provider succeeded" in out
+    assert f"it was our payment {lost}" in out
+
+    code, out, _ = run("payments", "reconcile", "--hours", "1", "--fix")
+    assert code == 0 and out.count("[fixed: credited]") == 2, out
+    status = billing.status(runtime.engine, alice)
+    assert status.tier == "premium"
+    assert payment_row(runtime.engine, missed).status == "succeeded"
+    code, out, _ = run("payments", "reconcile", "--hours", "1")
+    assert code == 0 and "OK: no differences" in out, out
+    assert [p["refunded"] for p in emu_client.payments()] == [False, False]
