@@ -49,6 +49,11 @@ class Settings:
     yookassa_secret_key: str | None = field(default=None, repr=False)
     yookassa_api_url: str = DEFAULT_YOOKASSA_API_URL
     yookassa_trusted_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # 54-FZ receipts sent with every YooKassa payment (the shop uses "Чеки от ЮKassa" or its
+    # own online cash register): YooKassa's vat_code and, when set, tax_system_code.
+    yookassa_receipts: bool = False
+    yookassa_vat_code: int = 1
+    yookassa_tax_system_code: int | None = None
     cryptobot_token: str | None = field(default=None, repr=False)
     cryptobot_api_url: str = DEFAULT_CRYPTOBOT_API_URL
     trusted_proxies: int = 0
@@ -229,6 +234,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         yookassa_trusted_ips=_parse(env, "YOOKASSA_TRUSTED_IPS", _networks,
                                     _networks(DEFAULT_YOOKASSA_TRUSTED_IPS),
                                     "a comma-separated list of IPs or CIDR ranges"),
+        yookassa_receipts=_parse(env, "YOOKASSA_RECEIPTS", _bool, False, "on or off"),
+        yookassa_vat_code=_parse(env, "YOOKASSA_VAT_CODE", _bounded(1, 12), 1,
+                                 "a YooKassa vat_code 1-12 (1 = without VAT)"),
+        yookassa_tax_system_code=_parse(env, "YOOKASSA_TAX_SYSTEM_CODE", _bounded(1, 6), None,
+                                        "a YooKassa tax_system_code 1-6, or unset"),
         cryptobot_token=_get(env, "CRYPTOBOT_TOKEN"),
         cryptobot_api_url=_parse(env, "CRYPTOBOT_API_URL", _http_url, DEFAULT_CRYPTOBOT_API_URL,
                                  "an http(s) URL"),

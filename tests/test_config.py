@@ -123,3 +123,31 @@ def test_prices_trial_and_top_ups_are_configurable():
 def test_bad_payment_settings_are_refused_by_name(name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings(_env(**{name: value}))
+
+
+def test_receipts_are_off_by_default_without_vat_or_tax_system():
+    settings = load_settings(GOOD)
+    assert settings.yookassa_receipts is False
+    assert (settings.yookassa_vat_code, settings.yookassa_tax_system_code) == (1, None)
+
+
+def test_receipts_with_a_vat_code_and_a_tax_system():
+    settings = load_settings(_env(YOOKASSA_RECEIPTS="on", YOOKASSA_VAT_CODE="4",
+                                  YOOKASSA_TAX_SYSTEM_CODE="2"))
+    assert settings.yookassa_receipts is True
+    assert (settings.yookassa_vat_code, settings.yookassa_tax_system_code) == (4, 2)
+    assert load_settings(_env(YOOKASSA_RECEIPTS="off", YOOKASSA_TAX_SYSTEM_CODE=" ")) \
+        .yookassa_tax_system_code is None
+
+
+@pytest.mark.parametrize("name, value", [
+    ("YOOKASSA_RECEIPTS", "maybe"), ("YOOKASSA_RECEIPTS", "54"),
+    ("YOOKASSA_VAT_CODE", "0"), ("YOOKASSA_VAT_CODE", "13"), ("YOOKASSA_VAT_CODE", "20%"),
+    ("YOOKASSA_VAT_CODE", "1.5"), ("YOOKASSA_TAX_SYSTEM_CODE", "0"),
+    ("YOOKASSA_TAX_SYSTEM_CODE", "7"), ("YOOKASSA_TAX_SYSTEM_CODE", "usn"),
+])
+def test_bad_receipt_settings_are_refused_by_name(name, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings(_env(**{name: value}))
+    assert str(info.value).startswith(f"{name} is invalid: expected ")
+    assert repr(value) in str(info.value)

@@ -22,6 +22,9 @@ from habitbot.models.base import Base, str_enum, utc_now_column
 
 LANGUAGES = ("ru", "en")
 TIERS = ("free", "trial", "premium")
+# A mailbox has at most 254 characters (RFC 5321 path limit); the service validates the rest.
+RECEIPT_EMAIL_MAX = 254
+RECEIPT_EMAIL_SHAPE = "receipt_email IS NULL OR receipt_email LIKE '_%@_%'"
 
 
 class User(Base):
@@ -30,6 +33,7 @@ class User(Base):
         CheckConstraint("day_start_hour BETWEEN 0 AND 23", name="day_start_hour_range"),
         CheckConstraint("weekly_summary_weekday BETWEEN 0 AND 6", name="summary_weekday_range"),
         CheckConstraint("char_length(timezone) BETWEEN 1 AND 64", name="timezone_length"),
+        CheckConstraint(RECEIPT_EMAIL_SHAPE, name="receipt_email_shape"),
         Index("ix_users_premium_ends_at", "premium_ends_at",
               postgresql_where=text("premium_ends_at IS NOT NULL")),
         Index("ix_users_trial_ends_at", "trial_ends_at",
@@ -67,6 +71,8 @@ class User(Base):
     blocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     onboarded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Where 54-FZ receipts of YooKassa payments go (personal data: never logged).
+    receipt_email: Mapped[str | None] = mapped_column(String(RECEIPT_EMAIL_MAX))
     created_at: Mapped[datetime] = utc_now_column()
     updated_at: Mapped[datetime] = utc_now_column(onupdate=True)
 

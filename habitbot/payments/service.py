@@ -17,14 +17,14 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from habitbot.i18n import N_, Translator
 from habitbot.models import Payment, User
-from habitbot.payments import yookassa
+from habitbot.payments import receipts, yookassa
 from habitbot.payments.cryptobot import CryptoBotClient, Invoice, MalformedInvoice
 from habitbot.payments.http import ProviderError, ProviderRefused, ProviderUnavailable
 from habitbot.payments.origin import Origin
@@ -181,7 +181,8 @@ def start_payment(runtime: Runtime, user_id: int, provider: str, payment_type: s
 
     BillingError codes: `unknown_provider`, `provider_not_configured`,
     `unsupported_currency`, `unknown_plan`, `no_price`, `amount_required`,
-    `amount_out_of_range`, `unknown_payment_type`, `unknown_user` (nothing written);
+    `amount_out_of_range`, `unknown_payment_type`, `unknown_user`,
+    `receipt_email_required` (receipts are on and the user has no e-mail yet) (nothing written);
     `provider_unavailable` (timeouts / 5xx after retries) and `provider_error` (a refusal or an
     unreadable answer): the row is left `failed` with the reason, and the user may retry.
     """
@@ -197,6 +198,7 @@ def start_payment(runtime: Runtime, user_id: int, provider: str, payment_type: s
     t = Translator(language)
     description = t.gettext(DESCRIPTIONS[plan if payment_type == "subscription" and plan
                                          else "balance_topup"])
+    receipt = _receipt(runtime, user_id, provider, payment_type, description, amount, currency)
     payment_id, key = billing.create_payment(runtime.engine, user_id, provider, payment_type,
                                              amount, currency, plan, description)
     log.info("Payment created", extra={"payment_id": payment_id, "provider": provider,
@@ -209,7 +211,7 @@ def start_payment(runtime: Runtime, user_id: int, provider: str, payment_type: s
             created = client.create_payment(
                 amount_minor=amount, currency=currency, idempotence_key=str(key),
                 return_url=return_url(runtime), description=description,
-                metadata=origin.fields())
+                metadata=origin.fields(), receipt=receipt)
             provider_id, url = created.id, created.confirmation_url
         else:
             invoice = client.create_invoice(
@@ -229,6 +231,21 @@ def start_payment(runtime: Runtime, user_id: int, provider: str, payment_type: s
         _creation_failed(runtime, payment_id, provider, exc)
         raise BillingError("provider_error", provider=provider) from None
     return StartedPayment(payment_id, provider, url, amount, currency)
+
+
+def _receipt(runtime: Runtime, user_id: int, provider: str, payment_type: str,
+             description: str, amount_minor: int, currency: str) -> dict[str, Any] | None:
+    """The 54-FZ receipt a YooKassa payment carries when YOOKASSA_RECEIPTS is on."""
+    settings = runtime.settings
+    if provider != "yookassa" or not settings.yookassa_receipts:
+        return None
+    email = receipts.stored_email(runtime.engine, user_id)
+    if email is None:
+        raise BillingError("receipt_email_required")
+    return receipts.build_receipt(
+        email=email, description=description, amount_minor=amount_minor, currency=currency,
+        payment_type=payment_type, vat_code=settings.yookassa_vat_code,
+        tax_system_code=settings.yookassa_tax_system_code)
 
 
 def _creation_failed(runtime: Runtime, payment_id: int, provider: str,

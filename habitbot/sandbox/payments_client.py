@@ -196,6 +196,15 @@ class YooKassaControl(ControlClient):
         params = _present({"payment_id": payment_id})
         return self._request("GET", "refunds", params=params)["refunds"]
 
+    def receipt(self, payment_id: str) -> dict[str, Any] | None:
+        """The 54-FZ receipt the payment was created with (None without one)."""
+        return self._request("GET", f"payments/{payment_id}/receipt")["receipt"]
+
+    def require_receipts(self, required: bool = True) -> dict[str, Any]:
+        """The shop refuses payments without a valid 54-FZ receipt (or stops refusing);
+        returns the shop's settings."""
+        return self._request("POST", "settings", {"receipts_required": required})
+
     def resend(self, payment_id: str, event: str | None = None, copies: int = 1,
                concurrent: bool = False) -> list[Delivery]:
         """The last notification about the payment again, byte for byte, ``copies`` times."""

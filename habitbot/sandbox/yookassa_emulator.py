@@ -12,6 +12,13 @@ of retries). Notifications carry no signature, like YooKassa's: they come from 1
 Tests play the payer and inject failures through the JSON control API under ``/control/``
 (client: ``habitbot.sandbox.payments_client.YooKassaControl``) or the Python methods here.
 
+54-FZ receipts: a ``receipt`` sent with a payment is checked like YooKassa checks it (the
+customer's email or phone, items whose amounts times quantities add up to the payment, a
+``vat_code`` on each) and kept with the payment, which then reports ``receipt_registration``
+``pending`` → ``succeeded`` once paid. The shop setting ``receipts_required`` (a shop with
+"Чеки от ЮKassa" or its own online cash register; ``POST /control/settings``) refuses a
+payment without a valid receipt with 400 ``invalid_request``, ``parameter: "receipt"``.
+
 Run it standalone::
 
     python -m habitbot.sandbox.yookassa_emulator --port 8082 --shop-id 100500 \\
@@ -21,6 +28,7 @@ Run it standalone::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -35,7 +43,8 @@ from habitbot.sandbox.payments_emulator_base import (
 )
 from habitbot.sandbox.payments_emulator_http import HttpRequest, HttpResponse
 from habitbot.sandbox.yookassa_emulator_api import ENDPOINTS, YooKassaApi
-from habitbot.sandbox.yookassa_emulator_state import EVENTS, Ledger, YooKassaError
+from habitbot.sandbox.yookassa_emulator_receipts import ShopLedger
+from habitbot.sandbox.yookassa_emulator_state import EVENTS, YooKassaError
 
 DEFAULT_SHOP_ID = "100500"
 DEFAULT_SECRET_KEY = "test_SANDBOX-secret-key"
@@ -53,7 +62,8 @@ class YooKassaEmulator(EmulatorBase):
     which notifications are sent (YooKassa sends only subscribed ones); ``pending_ttl`` and
     ``capture_ttl`` are how long a payment may stay pending / waiting_for_capture before it
     is canceled (``expired_on_confirmation`` / ``expired_on_capture``); ``public_url`` is the
-    base of confirmation URLs when browsers reach the emulator at another address.
+    base of confirmation URLs when browsers reach the emulator at another address;
+    ``receipts_required`` refuses payments without a valid 54-FZ receipt.
     """
 
     service = "yookassa-emulator"
@@ -76,11 +86,13 @@ class YooKassaEmulator(EmulatorBase):
         events: Iterable[str] = EVENTS,
         fault_hold_max: float = 30.0,
         sweep_interval: float = 0.5,
+        receipts_required: bool = False,
     ) -> None:
         self.shop_id = str(shop_id)
         self.secret_key = secret_key
         self.events = frozenset(events)
-        self.ledger = Ledger(self.shop_id, self._notify, pending_ttl, capture_ttl)
+        self.ledger = ShopLedger(self.shop_id, self._notify, pending_ttl, capture_ttl,
+                                 receipts_required)
         self.api = YooKassaApi(self, idempotence_ttl)
         super().__init__(host, port, webhook_url=webhook_url, retry_delays=retry_delays,
                          webhook_timeout=webhook_timeout, source_address=notification_source,
@@ -183,6 +195,30 @@ class YooKassaEmulator(EmulatorBase):
             return self.ledger.create_refund(body, self.now()).to_api()
         return self._locked(run)
 
+    def receipt(self, payment_id: str) -> dict[str, Any]:
+        """The 54-FZ receipt sent with a payment (None when it had none)."""
+        def run() -> Any:
+            payment = self.ledger.payment(payment_id)
+            stored = self.ledger.receipts.get(payment_id)
+            return {"payment_id": payment_id,
+                    "receipt_registration": payment.to_api().get("receipt_registration"),
+                    "receipt": copy.deepcopy(stored)}
+        return self._locked(run)
+
+    def shop_settings(self) -> dict[str, Any]:
+        return {"shop_id": self.shop_id, "api_url": self.api_url, "endpoints": list(ENDPOINTS),
+                "events": sorted(self.events), "webhook": self.webhooks.settings(),
+                "receipts_required": self.ledger.receipts_required}
+
+    def configure_shop(self, receipts_required: bool | None = None) -> dict[str, Any]:
+        """Change the shop's settings (kept across ``reset``); returns them all."""
+        if receipts_required is not None:
+            if not isinstance(receipts_required, bool):
+                raise ControlError(400, "receipts_required must be true or false")
+            with self.lock:
+                self.ledger.receipts_required = receipts_required
+        return self.shop_settings()
+
     def _money(self, payment_id: str, amount: str | float) -> dict[str, str]:
         return {"value": str(amount), "currency": self.ledger.payment(payment_id).currency}
 
@@ -233,12 +269,17 @@ class YooKassaEmulator(EmulatorBase):
             ("POST", r"payments/([\w-]+)/notify", lambda r: {"deliveries": self.notify(
                 target(r), str(r.body.get("event")), overrides=r.body.get("overrides"),
                 **burst(r))}),
+            ("GET", r"payments/([\w-]+)/receipt", lambda r: self.receipt(target(r))),
             ("GET", "refunds", lambda r: {"refunds": self.refunds(r.query.get("payment_id"))}),
-            ("GET", "settings", lambda r: {"shop_id": self.shop_id, "api_url": self.api_url,
-                                           "endpoints": list(ENDPOINTS),
-                                           "events": sorted(self.events),
-                                           "webhook": self.webhooks.settings()}),
+            ("GET", "settings", lambda r: self.shop_settings()),
+            ("POST", "settings", self._control_settings),
         ]
+
+    def _control_settings(self, request: ControlRequest) -> dict[str, Any]:
+        unknown = sorted(set(request.body) - {"receipts_required"})
+        if unknown:
+            raise ControlError(400, f"unknown settings: {', '.join(unknown)}")
+        return self.configure_shop(**request.pick("receipts_required"))
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -253,6 +294,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="seconds between notification attempts, comma-separated")
     parser.add_argument("--notification-source", help="local address notifications leave from")
     parser.add_argument("--public-url", help="base of confirmation URLs seen by browsers")
+    parser.add_argument("--receipts-required", action="store_true",
+                        help="refuse payments without a valid 54-FZ receipt")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -263,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     emulator = YooKassaEmulator(
         args.host, args.port, args.shop_id, args.secret_key, webhook_url=args.webhook_url,
         retry_delays=[float(d) for d in args.retry_delays.split(",") if d.strip()],
-        notification_source=args.notification_source, public_url=args.public_url)
+        notification_source=args.notification_source, public_url=args.public_url,
+        receipts_required=args.receipts_required)
     return serve_forever(emulator, f"YooKassa emulator (shop {args.shop_id})", args.log_level)
 
 

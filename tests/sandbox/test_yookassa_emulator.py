@@ -649,6 +649,105 @@ def test_control_api_refuses_unknown_payments_and_bad_faults(kassa) -> None:
     assert kassa.payments() == [] and kassa.deliveries() == []
 
 
+# ------------------------------------------------------------------ 54-FZ receipts
+
+
+def receipt(**overrides: Any) -> dict[str, Any]:
+    """A receipt for ``payment_body()``: one service worth 100.00 RUB."""
+    item = {"description": "Premium, 1 month", "quantity": "1.00",
+            "amount": {"value": "100.00", "currency": "RUB"}, "vat_code": 1,
+            "payment_mode": "full_payment", "payment_subject": "service"}
+    item.update(overrides.pop("item", {}))
+    body: dict[str, Any] = {"customer": {"email": "payer@example.com"}, "items": [item]}
+    body.update(overrides)
+    return body
+
+
+def test_a_shop_that_requires_receipts_refuses_a_payment_without_one(emu, api,
+                                                                     kassa) -> None:
+    assert kassa.settings()["receipts_required"] is False
+    assert kassa.require_receipts()["receipts_required"] is True
+    response = create(api, emu)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["code"], error["parameter"]) == ("invalid_request", "receipt")
+    assert error["description"] == "Receipt is missing or illegal"
+    assert kassa.payments() == []
+    kassa.reset()  # forgets payments, keeps the shop's settings
+    assert kassa.settings()["receipts_required"] is True
+    kassa.require_receipts(False)
+    assert create(api, emu).status_code == 200
+
+
+def test_a_valid_receipt_is_kept_and_registered_once_paid(emu, api, kassa) -> None:
+    kassa.require_receipts()
+    sent = receipt(tax_system_code=2)
+    payment = created(api, emu, receipt=sent)
+    assert payment["receipt_registration"] == "pending"
+    assert kassa.receipt(payment["id"]) == sent
+    paid = kassa.pay(payment["id"])
+    assert paid["receipt_registration"] == "succeeded"
+    fetched = api.get(f"{emu.api_url}/payments/{payment['id']}", timeout=5).json()
+    assert fetched["receipt_registration"] == "succeeded"
+
+
+def test_a_payment_without_a_receipt_has_none_to_show(emu, api, kassa) -> None:
+    payment = created(api, emu)
+    assert kassa.receipt(payment["id"]) is None
+    assert "receipt_registration" not in payment
+    with pytest.raises(PaymentsEmulatorError) as unknown:
+        kassa.receipt("no-such-payment")
+    assert unknown.value.status == 404
+
+
+def test_items_add_up_as_prices_times_quantities(emu, api, kassa) -> None:
+    items = [{"description": "Glass", "quantity": "2.000", "vat_code": "2",
+              "amount": {"value": "25.00", "currency": "RUB"}},
+             {"description": "Jug", "quantity": 1, "vat_code": 12,
+              "amount": {"value": 50, "currency": "RUB"}}]
+    payment = created(api, emu, receipt={"phone": "79001234567", "items": items})
+    assert kassa.receipt(payment["id"])["items"] == items
+
+
+@pytest.mark.parametrize(("sent", "parameter"), [
+    (receipt(item={"amount": {"value": "99.99", "currency": "RUB"}}), "receipt.items.amount"),
+    (receipt(item={"quantity": "2"}), "receipt.items.amount"),
+    (receipt(item={"vat_code": None}), "receipt.items.vat_code"),
+    (receipt(item={"vat_code": 13}), "receipt.items.vat_code"),
+    (receipt(item={"vat_code": True}), "receipt.items.vat_code"),
+    (receipt(item={"quantity": "0"}), "receipt.items.quantity"),
+    (receipt(item={"quantity": "1.0001"}), "receipt.items.quantity"),
+    (receipt(item={"description": ""}), "receipt.items.description"),
+    (receipt(item={"description": "x" * 129}), "receipt.items.description"),
+    (receipt(item={"amount": {"value": "100.00", "currency": "USD"}}),
+     "receipt.items.amount.currency"),
+    (receipt(item={"payment_mode": "someday"}), "receipt.items.payment_mode"),
+    (receipt(item={"payment_subject": "gift"}), "receipt.items.payment_subject"),
+    (receipt(customer={}), "receipt.customer"),
+    (receipt(customer={"email": "nobody"}), "receipt.customer.email"),
+    (receipt(customer={"phone": "call me"}), "receipt.customer.phone"),
+    (receipt(tax_system_code=7), "receipt.tax_system_code"),
+    ({"customer": {"email": "payer@example.com"}, "items": [receipt()["items"][0]] * 101},
+     "receipt.items"),
+    ("a receipt", "receipt"),
+])
+def test_an_invalid_receipt_is_refused_naming_the_parameter(emu, api, kassa, sent,
+                                                             parameter) -> None:
+    response = create(api, emu, receipt=sent)
+    assert response.status_code == 400, response.text
+    error = error_of(response)
+    assert error["code"] == "invalid_request" and error["parameter"] == parameter
+    assert "payer@example.com" not in error["description"]
+    assert kassa.payments() == []
+
+
+def test_the_shop_setting_is_checked(kassa) -> None:
+    for body in ({"receipts_required": "yes"}, {"receipts_needed": True}):
+        response = requests.post(f"{kassa.base_url}/control/settings", json=body, timeout=5)
+        assert response.status_code == 400, body
+    assert kassa.settings()["receipts_required"] is False
+
+
 # ------------------------------------------------------------------ command line
 
 
@@ -658,7 +757,8 @@ def test_command_line_serves_until_sigterm() -> None:
         port = probe.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, "-m", "habitbot.sandbox.yookassa_emulator", "--port", str(port),
-         "--shop-id", SHOP_ID, "--secret-key", SECRET, "--log-level", "WARNING"],
+         "--shop-id", SHOP_ID, "--secret-key", SECRET, "--log-level", "WARNING",
+         "--receipts-required"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_until(lambda: port_open(port) or process.poll() is not None, 15,
@@ -666,7 +766,7 @@ def test_command_line_serves_until_sigterm() -> None:
         health = requests.get(f"http://127.0.0.1:{port}/control/health", timeout=2)
         assert health.json()["ok"] is True
         settings = requests.get(f"http://127.0.0.1:{port}/control/settings", timeout=2).json()
-        assert settings["shop_id"] == SHOP_ID
+        assert settings["shop_id"] == SHOP_ID and settings["receipts_required"] is True
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:

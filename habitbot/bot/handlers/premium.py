@@ -7,6 +7,11 @@ the provider's notification credits it even if the user never comes back.
 
 Every button that starts a payment carries a nonce of the screen it was shown on: pressing it
 twice (or a double tap Telegram delivers twice) starts one payment, not two.
+
+With 54-FZ receipts on (`YOOKASSA_RECEIPTS`), a YooKassa payment needs the payer's e-mail: a
+user without one is asked for it first (one message, `EMAIL_STATE`), and the payment they were
+heading to starts once it is saved, under the same nonce. /premium shows the address to its
+owner, with a button to change it.
 """
 
 from __future__ import annotations
@@ -17,12 +22,12 @@ import secrets
 import redis
 from telebot import types
 
-from habitbot.bot.context import Context, StaleButton
+from habitbot.bot.context import Context, StaleButton, escape
 from habitbot.bot.money import local_time, money
 from habitbot.bot.registry import registry
 from habitbot.i18n import N_
+from habitbot.payments import receipts, stars
 from habitbot.payments import service as payments
-from habitbot.payments import stars
 from habitbot.redis_client import KEY_PREFIX
 from habitbot.services import billing
 from habitbot.services.billing import BillingError
@@ -33,10 +38,10 @@ log = logging.getLogger(__name__)
 CURRENCY = "RUB"
 OUTSIDE_PROVIDERS = ("yookassa", "cryptobot")
 PLAN_METHODS = ("balance", *OUTSIDE_PROVIDERS, "stars")
-# Top-up amounts offered, in kopecks; any whole-rouble amount in the allowed range is accepted
-# from a button (the "exactly what is missing" one included).
-TOPUP_MIN, TOPUP_MAX = 10000, 10_000_000
+# Any whole-rouble top-up within the payment service's bounds is accepted from a button (the
+# "exactly what is missing" one included); the amounts offered come from TOPUP_AMOUNTS.
 PRESS_TTL = 24 * 3600
+EMAIL_STATE = "premium:email"
 
 PLAN_NAMES = {"month": N_("1 month"), "year": N_("1 year")}
 PROVIDER_NAMES = {"yookassa": N_("YooKassa"), "cryptobot": N_("CryptoBot")}
@@ -86,6 +91,9 @@ def main_screen(ctx: Context, notice: str | None = None
               _price(ctx, "month"), _price(ctx, "year"),
               ctx._("Your balance: {amount}", amount=money(
                   billing.balance(ctx.runtime.engine, user_id, CURRENCY), CURRENCY))]
+    receipts_on = ctx.runtime.settings.yookassa_receipts
+    if receipts_on:
+        lines.append(_email_line(ctx, user_id))
     markup = types.InlineKeyboardMarkup()
     if state.trial_available:
         days = billing.TRIAL_DAYS
@@ -95,7 +103,16 @@ def main_screen(ctx: Context, notice: str | None = None
     markup.row(ctx.button(ctx._("⭐ Buy 1 month"), "plan", "month"),
                ctx.button(ctx._("⭐ Buy 1 year"), "plan", "year"))
     markup.row(ctx.button(ctx._("💳 Top up the balance"), "topup"))
+    if receipts_on:
+        markup.row(ctx.button(ctx._("✉️ E-mail for receipts"), "rcpmail"))
     return "\n".join(lines), markup
+
+
+def _email_line(ctx: Context, user_id: int) -> str:
+    email = receipts.stored_email(ctx.runtime.engine, user_id)
+    if email is None:
+        return ctx._("E-mail for receipts: not set.")
+    return ctx._("Receipts are sent to {email}.", email=escape(email))
 
 
 def _back(ctx: Context) -> types.InlineKeyboardButton:
@@ -147,7 +164,8 @@ def _topup_screen(ctx: Context) -> tuple[str, types.InlineKeyboardMarkup]:
 def _shortfall_screen(ctx: Context, plan: str, missing: int
                       ) -> tuple[str, types.InlineKeyboardMarkup]:
     user_id = _user_id(ctx)
-    exact = max(TOPUP_MIN, -(-missing // 100) * 100)
+    # The whole roubles missing, but not less than the smallest top-up usually offered.
+    exact = max(min(ctx.runtime.settings.topup_amounts), -(-missing // 100) * 100)
     amounts = [exact, *[a for a in ctx.runtime.settings.topup_amounts if a > exact]][:4]
     text = "\n".join([
         ctx._("Not enough on the balance for {plan}: it costs {price}, you have {balance}.",
@@ -223,6 +241,8 @@ def premium(ctx: Context, message: types.Message) -> None:
     if ctx.limited or ctx.user.id is None:
         ctx.reply(ctx._("Premium is not available right now."))
         return
+    if ctx.conversation.state == EMAIL_STATE:  # the e-mail question is left unanswered
+        ctx.clear_state()
     ctx.reply(*main_screen(ctx))
 
 
@@ -303,25 +323,36 @@ def _send_stars_invoice(ctx: Context, user_id: int, plan: str, nonce: str) -> No
 
 
 def _start_outside(ctx: Context, nonce: str, user_id: int, provider: str, payment_type: str,
-                   *, plan: str | None = None, amount_minor: int | None = None) -> None:
+                   *, plan: str | None = None, amount_minor: int | None = None,
+                   notice: str | None = None) -> None:
     try:
         started = payments.start_payment(ctx.runtime, user_id, provider, payment_type,
                                          plan=plan, amount_minor=amount_minor,
                                          currency=CURRENCY)
     except BillingError as exc:
         _release_press(ctx, nonce)
+        if exc.code == "receipt_email_required":
+            _ask_email(ctx, {"provider": provider, "type": payment_type, "plan": plan,
+                             "amount": amount_minor, "nonce": nonce})
+            return
         if exc.code not in START_ERRORS:
             raise
         log.warning("payment not started", extra={"user_id": ctx.user.telegram_id,
                                                   "provider": provider, "code": exc.code})
         ctx.answer(ctx._("The payment was not started. Nothing was charged."))
         if payment_type == "subscription":
-            ctx.show(*_retry_screen(ctx, exc.code, provider, "pay", (plan, provider)))
+            screen = _retry_screen(ctx, exc.code, provider, "pay", (plan, provider))
         else:
-            ctx.show(*_retry_screen(ctx, exc.code, provider, "topay",
-                                    (amount_minor, provider)))
+            screen = _retry_screen(ctx, exc.code, provider, "topay", (amount_minor, provider))
+        ctx.show(*_noticed(notice, screen))
         return
-    ctx.show(*_payment_screen(ctx, started))
+    ctx.show(*_noticed(notice, _payment_screen(ctx, started)))
+
+
+def _noticed(notice: str | None, screen: tuple[str, types.InlineKeyboardMarkup]
+             ) -> tuple[str, types.InlineKeyboardMarkup]:
+    text, markup = screen
+    return (f"{notice}\n\n{text}" if notice else text), markup
 
 
 @registry.callback("topup")
@@ -329,9 +360,9 @@ def top_up(ctx: Context) -> None:
     ctx.show(*_topup_screen(ctx))
 
 
-def _valid_amount(amount: str) -> int:
-    value = int(amount)
-    if not TOPUP_MIN <= value <= TOPUP_MAX or value % 100:
+def _valid_amount(amount: object) -> int:
+    value = int(str(amount))
+    if not payments.TOPUP_MIN_MINOR <= value <= payments.TOPUP_MAX_MINOR or value % 100:
         raise StaleButton(f"amount {amount}")
     return value
 
@@ -389,3 +420,86 @@ def check(ctx: Context, payment_id: str) -> None:
         return
     ctx.answer(ctx._("Payment received. Thank you!"))
     ctx.show(*main_screen(ctx, ctx._("✅ Payment #{id} received.", id=completion.payment_id)))
+
+
+# -- the e-mail for 54-FZ receipts -----------------------------------------------------------
+
+def _ask_email(ctx: Context, then: dict[str, object] | None) -> None:
+    """Ask for the receipts' address; `then` is the payment to start once it is saved."""
+    ctx.set_state(EMAIL_STATE, then=then or {})
+    markup = types.InlineKeyboardMarkup()
+    markup.row(ctx.button(ctx._("« Back"), "rcpback"))
+    ctx.show(ctx._("A receipt for every card payment is sent by e-mail, as Russian law "
+                   "requires. Send the address for receipts, for example name@example.com, "
+                   "or /cancel."), markup)
+
+
+@registry.callback("rcpmail")
+def change_email(ctx: Context) -> None:
+    _user_id(ctx)
+    if not ctx.runtime.settings.yookassa_receipts:
+        raise StaleButton("receipts are off")
+    _ask_email(ctx, None)
+
+
+@registry.callback("rcpback")
+def email_back(ctx: Context) -> None:
+    if ctx.conversation.state == EMAIL_STATE:
+        ctx.clear_state()
+    ctx.show(*main_screen(ctx))
+
+
+@registry.state(EMAIL_STATE)
+def receive_email(ctx: Context, message: types.Message) -> None:
+    if ctx.limited or ctx.user.id is None:
+        ctx.reply(ctx._("Premium is not available right now."))
+        return
+    user_id = ctx.user.id
+    try:
+        email = receipts.store_email(ctx.runtime.engine, user_id, message.text)
+    except receipts.InvalidEmail as exc:
+        log.info("receipt e-mail refused", extra={"user_id": ctx.user.telegram_id,
+                                                  "reason": str(exc)})
+        ctx.reply(ctx._("That does not look like an e-mail address. Send it like "
+                        "name@example.com, or /cancel."))
+        return
+    except receipts.EmailNotSaved as exc:
+        log.warning("receipt e-mail not saved", extra={"user_id": ctx.user.telegram_id,
+                                                       "error": str(exc)})
+        ctx.reply(ctx._("Sorry, something went wrong. Please try again."))
+        return
+    then = ctx.conversation.data.get("then")
+    ctx.clear_state()
+    log.info("receipt e-mail saved", extra={"user_id": ctx.user.telegram_id})
+    notice = ctx._("✅ Receipts will be sent to {email}.", email=escape(email))
+    if not (isinstance(then, dict) and _continue_payment(ctx, user_id, then, notice)):
+        ctx.reply(*main_screen(ctx, notice))
+
+
+def _continue_payment(ctx: Context, user_id: int, then: dict[str, object],
+                      notice: str) -> bool:
+    """Start the payment the user was heading to when asked for the e-mail, under the nonce
+    of the button they pressed (so it still starts once). False when there was none."""
+    provider, nonce = then.get("provider"), then.get("nonce")
+    if not (isinstance(provider, str) and provider in OUTSIDE_PROVIDERS
+            and isinstance(nonce, str) and nonce):
+        return False
+    plan: str | None = None
+    amount: int | None = None
+    if then.get("type") == "subscription":
+        plan = str(then.get("plan"))
+        if plan not in PLAN_NAMES:
+            return False
+    elif then.get("type") == "balance_topup":
+        try:
+            amount = _valid_amount(then.get("amount"))
+        except (StaleButton, ValueError):
+            return False
+    else:
+        return False
+    if not _claim_press(ctx, nonce):
+        ctx.reply(ctx._("This payment has already been started: see the message above."))
+        return True
+    _start_outside(ctx, nonce, user_id, provider, str(then["type"]), plan=plan,
+                   amount_minor=amount, notice=notice)
+    return True
