@@ -46,6 +46,9 @@ def make_engine(database_url: str, kind: ProcessKind = "cli", connect_timeout: i
         pool_pre_ping=True,
         pool_recycle=1800,
         pool_timeout=10,
+        # Errors name the statement, never its values: those hold users' texts, e-mails and
+        # payment data, and errors end up in logs.
+        hide_parameters=True,
         connect_args={
             "connect_timeout": connect_timeout,
             "application_name": f"habitbot-{kind}",

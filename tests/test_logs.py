@@ -8,9 +8,13 @@ import logging
 import re
 from pathlib import Path
 
+import pytest
 from rq import Queue, SimpleWorker
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 
 from habitbot.logs import JsonFormatter
+from habitbot.models import User
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK_PHRASES = ("Startup complete", "Scheduler started", "Payment completed",
@@ -81,3 +85,15 @@ def test_the_phrases_the_runbook_greps_for_are_written_by_the_code():
     for phrase in RUNBOOK_PHRASES:
         assert phrase in code, phrase
     assert re.search(r'f"habit_reminders: sent \{', code)
+
+
+def test_database_errors_never_carry_the_values_of_the_statement(engine):
+    """A failed statement is logged by whoever catches it: its text says which statement,
+    never the values (users' texts, e-mails, payment data)."""
+    secret = "private-habit-name@example.com"
+    with engine.begin() as conn:
+        conn.execute(insert(User).values(telegram_id=4242))
+    with pytest.raises(IntegrityError) as failed, engine.begin() as conn:
+        conn.execute(insert(User).values(telegram_id=4242, first_name=secret))
+    assert secret not in str(failed.value)
+    assert "hidden due to hide_parameters" in str(failed.value)
