@@ -4,12 +4,15 @@ concurrent duplicates of one notification crediting exactly once.
 Setup: a throwaway database on the private test cluster at head, a Redis database of the
 benchmark's own, the YooKassa emulator in its own process (webhook delivery off: the benchmark
 fires the notifications itself), and the `web` program as production runs it (gunicorn with
-conf/gunicorn.conf.py, `webhooks.app:create_app()`). N users each get a pending top-up in our
-database and a paid payment at the emulator with our payment id in its metadata. Then:
+conf/gunicorn.conf.py and its worker and thread counts unless --web-workers / --web-threads
+say otherwise, `webhooks.app:create_app()`). N users each get a pending top-up in our database
+and a paid payment at the emulator whose metadata is what `start_payment` writes (our payment
+id and idempotence key, the payer's Telegram id, the payment type). Then:
 
 1. rate: the N `payment.succeeded` notifications are POSTed by `--clients` concurrent clients;
    each one is handled in full — source address check, re-read of the payment from the
-   emulator's API, the exactly-once credit in PostgreSQL, the user's notice queued in Redis.
+   emulator's API, the exactly-once credit in PostgreSQL, the user's notice queued in Redis
+   (no worker runs: the notices stay queued, as in a burst that outpaces the drain).
    webhooks/s = N ÷ wall time from the first request to the last answer.
 2. duplicates: one more paid payment, and 100 copies of its notification released together
    from 100 threads: every answer must be 200 and exactly one credit written.
@@ -30,6 +33,7 @@ import argparse
 import http.client
 import json
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -75,6 +79,7 @@ class Stack:
     redis_url: str = ""
     kassa_port: int = 0
     web_port: int = 0
+    gunicorn: tuple[int, int] = (0, 0)  # workers, threads
     procs: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Any] = field(default_factory=list)
 
@@ -146,47 +151,70 @@ def start(stack: Stack, args: argparse.Namespace) -> None:
                "YOOKASSA_SHOP_ID": SHOP_ID, "YOOKASSA_SECRET_KEY": SECRET,
                "YOOKASSA_API_URL": f"{stack.kassa_url}/v3",
                "YOOKASSA_TRUSTED_IPS": "127.0.0.1/32", "PORT": str(stack.web_port),
-               "WEB_WORKERS": str(args.web_workers), "WEB_THREADS": str(args.web_threads),
                "LOG_DIR": tempfile.gettempdir()}
+    for name, value in (("WEB_WORKERS", args.web_workers), ("WEB_THREADS", args.web_threads)):
+        if value is None:
+            web_env.pop(name, None)
+        else:
+            web_env[name] = str(value)
+    stack.gunicorn = _gunicorn_settings(web_env)
     web = stack.spawn([os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-c",
                        str(ROOT / "conf/gunicorn.conf.py"), "--access-logfile", "/dev/null",
                        "webhooks.app:create_app()"], web_env)
     _wait_for(f"{stack.web_url}/health", web, "gunicorn")
 
 
+def _gunicorn_settings(env: dict[str, str]) -> tuple[int, int]:
+    """(workers, threads) that conf/gunicorn.conf.py gives in the `web` environment."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        conf = runpy.run_path(str(ROOT / "conf/gunicorn.conf.py"))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return int(conf["workers"]), int(conf["threads"])
+
+
 def _payments(stack: Stack, count: int) -> list[tuple[int, str]]:
-    """`count` users with a pending top-up here and a paid payment at the emulator."""
+    """`count` users with a pending top-up here and a paid payment at the emulator, its
+    metadata as `start_payment` writes it."""
     from habitbot.db import make_engine
+    from habitbot.payments.origin import Origin
 
     engine = make_engine(stack.db.url, "cli")
     try:
         rows = run_sql(engine, [
             "INSERT INTO users (telegram_id, language) "
             f"SELECT 8000000 + g, 'en' FROM generate_series(1, {count}) g",
-            "INSERT INTO payments (user_id, provider, idempotence_key, payment_type, "
-            "amount_minor, currency) SELECT id, 'yookassa', gen_random_uuid(), "
+            "WITH made AS (INSERT INTO payments (user_id, provider, idempotence_key, "
+            "payment_type, amount_minor, currency) SELECT id, 'yookassa', gen_random_uuid(), "
             f"'balance_topup', {AMOUNT_MINOR}, 'RUB' FROM users WHERE telegram_id > 8000000 "
-            "RETURNING id"])
+            "RETURNING id, user_id, idempotence_key) "
+            "SELECT made.id, made.idempotence_key, users.telegram_id FROM made "
+            "JOIN users ON users.id = made.user_id ORDER BY made.id"])
     finally:
         engine.dispose()
-    payment_ids = sorted(int(r[0]) for r in rows)
+    origins = [Origin(int(r[0]), uuid.UUID(str(r[1])), int(r[2]), "balance_topup")
+               for r in rows]
     session = requests.Session()
 
-    def create(payment_id: int) -> tuple[int, str]:
-        body = {"amount": {"value": f"{AMOUNT_MINOR / 100:.2f}", "currency": "RUB"},
-                "capture": True, "metadata": {"payment_id": str(payment_id)},
-                "confirmation": {"type": "redirect", "return_url": "https://t.me/bench"}}
+    def create(origin: Origin) -> tuple[int, str]:
+        body: dict[str, Any] = {
+            "amount": {"value": f"{AMOUNT_MINOR / 100:.2f}", "currency": "RUB"},
+            "capture": True, "metadata": origin.fields(),
+            "confirmation": {"type": "redirect", "return_url": "https://t.me/bench"}}
         made = session.post(f"{stack.kassa_url}/v3/payments", json=body, timeout=10,
-                            auth=(SHOP_ID, SECRET),
-                            headers={"Idempotence-Key": str(uuid.uuid4())})
+                            auth=(SHOP_ID, SECRET), headers={"Idempotence-Key": str(origin.key)})
         made.raise_for_status()
         provider_id = made.json()["id"]
         session.post(f"{stack.kassa_url}/control/payments/{provider_id}/pay", json={},
                      timeout=10).raise_for_status()
-        return payment_id, provider_id
+        assert origin.payment_id is not None
+        return origin.payment_id, provider_id
 
     with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(create, payment_ids))
+        return list(pool.map(create, origins))
 
 
 def _notification(provider_id: str) -> bytes:
@@ -265,11 +293,20 @@ def rate_run(stack: Stack, payments: list[tuple[int, str]], clients: int) -> dic
 
     kassa, web = stack.procs[0].pid, stack.procs[1].pid
     postmaster = _postmaster()
-    meter = CpuMeter({"gunicorn": lambda: [(web, False)] + [(pid, False)
-                                                            for pid in child_pids(web)],
-                      "emulator": lambda: [(kassa, False)],
-                      "postgres": lambda: [(pid, False) for pid in child_pids(postmaster)]
-                      if postmaster else [],
+
+    def postgres() -> list[tuple[int, bool | None]]:
+        # The postmaster with its ended children: a backend that closes during the run (a
+        # pool's overflow connection) is counted too, not only the ones still open.
+        if not postmaster:
+            return []
+        members: list[tuple[int, bool | None]] = [(postmaster, True)]
+        return members + [(pid, False) for pid in child_pids(postmaster)]
+
+    def gunicorn() -> list[tuple[int, bool | None]]:
+        return [(pid, False) for pid in (web, *child_pids(web))]
+
+    meter = CpuMeter({"gunicorn": gunicorn, "emulator": lambda: [(kassa, False)],
+                      "postgres": postgres,
                       "benchmark": lambda: [(os.getpid(), False)]}).start()
     started = time.monotonic()
     with ThreadPoolExecutor(clients) as pool:
@@ -318,6 +355,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         measured = rate_run(stack, payments[args.clients:-1], args.clients)
         duplicates = duplicate_run(stack, payments[-1])
         measured["webhooks"] = len(payments) - args.clients - 1
+        measured["gunicorn"] = stack.gunicorn
         return measured, duplicates
     except (requests.RequestException, OSError) as exc:
         raise BenchError(f"{type(exc).__name__}: {exc}") from exc
@@ -329,7 +367,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
 def report(measured: dict[str, Any], duplicates: dict[str, Any],
            args: argparse.Namespace) -> None:
     table([("webhooks", measured["webhooks"]), ("clients", args.clients),
-           ("gunicorn", f"{args.web_workers} workers × {args.web_threads} threads"),
+           ("gunicorn", "{} workers × {} threads".format(*measured["gunicorn"])),
            ("wall time, s", measured["elapsed"]), ("webhooks/s", measured["rate"]),
            ("non-200 answers", measured["errors"]), ("credited", measured["credited"]),
            ("duplicates answered 200", f"{duplicates['answered_200']}/{DUPLICATES}"),
@@ -355,14 +393,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="distinct notifications in the rate run (default 2000)")
     parser.add_argument("--clients", type=int, default=32,
                         help="concurrent senders (default 32)")
-    parser.add_argument("--web-workers", type=int, default=2,
-                        help="gunicorn workers (default 2, as in production)")
-    parser.add_argument("--web-threads", type=int, default=8,
-                        help="threads per gunicorn worker (default 8)")
+    parser.add_argument("--web-workers", type=int, default=None,
+                        help="gunicorn workers (default: conf/gunicorn.conf.py's, as in "
+                             "production)")
+    parser.add_argument("--web-threads", type=int, default=None,
+                        help="threads per gunicorn worker (default: conf/gunicorn.conf.py's)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="hard limit of the whole run, seconds (default 300)")
     args = parser.parse_args(argv)
-    if min(args.webhooks, args.clients, args.web_workers, args.web_threads) < 1:
+    if min(args.webhooks, args.clients, args.web_workers or 1, args.web_threads or 1) < 1:
         parser.error("--webhooks, --clients, --web-workers and --web-threads must be positive")
     if args.timeout <= CLEANUP_MARGIN + 15:
         parser.error(f"--timeout must be above {CLEANUP_MARGIN + 15:.0f}")

@@ -47,12 +47,17 @@ Response = requests.Response | ApiResponse
 
 
 class DirectHttp:
-    """JSON calls straight through one thread-safe urllib3 pool: requests costs about a
-    millisecond of CPU per call more, which shows on busy paths (reminder bursts, webhooks).
-    Only for hosts reached without a proxy; no retries here (the callers retry)."""
+    """JSON calls straight through urllib3 connection pools, one per host (thread-safe):
+    requests costs about a millisecond of CPU per call more, which shows on busy paths
+    (reminder bursts, webhooks), and so does urllib3's PoolManager — it parses the URL and
+    builds a pool key on every call. Only for hosts reached without a proxy; no retries and
+    no redirects here (the callers retry)."""
 
     def __init__(self, maxsize: int = 16) -> None:
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=maxsize, retries=False)
+        self._maxsize = maxsize
+        self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
+        self._timeouts: dict[tuple[float, float], urllib3.Timeout] = {}
+        self._lock = threading.Lock()
 
     def request(self, method: str, url: str, timeout: tuple[float, float], *,
                 json_body: Any = None, headers: dict[str, str] | None = None,
@@ -65,14 +70,38 @@ class DirectHttp:
         if auth is not None:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             sent["Authorization"] = f"Basic {token}"
-        answer = self._pool.request(method, url, body=body, headers=sent,
-                                    timeout=urllib3.Timeout(connect=timeout[0],
-                                                            read=timeout[1]))
+        pool, path = self._pool(url)
+        answer = pool.urlopen(method, path, body=body, headers=sent,
+                              timeout=self._timeout(timeout), retries=False, redirect=False)
         return ApiResponse(answer.status, answer.reason or "", answer.data,
                            dict(answer.headers))
 
+    def _pool(self, url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+        """The pool of the URL's scheme, host and port, and the path (with the query)."""
+        scheme, sep, rest = url.partition("://")
+        host, _, path = rest.partition("/")
+        origin = f"{scheme}{sep}{host}"
+        pool = self._pools.get(origin)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(origin)
+                if pool is None:
+                    pool = self._pools[origin] = urllib3.connection_from_url(
+                        origin, maxsize=self._maxsize, retries=False)
+        return pool, f"/{path}"
+
+    def _timeout(self, timeout: tuple[float, float]) -> urllib3.Timeout:
+        made = self._timeouts.get(timeout)
+        if made is None:
+            made = self._timeouts[timeout] = urllib3.Timeout(connect=timeout[0],
+                                                             read=timeout[1])
+        return made
+
     def clear(self) -> None:
-        self._pool.clear()
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
 class ThreadSessions:

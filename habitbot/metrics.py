@@ -21,10 +21,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 
 from habitbot.redis_client import KEY_PREFIX
+
+if TYPE_CHECKING:
+    from redis.commands.core import Script
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,29 @@ def _failed(exc: Exception) -> None:
         log.warning("metrics not written", extra={"error": type(exc).__name__})
 
 
+# KEYS: the counters hash; ARGV: n, then n (field, integer) pairs, then (field, float) pairs.
+# One command instead of a pipeline of one per field: less CPU in the caller (a web request
+# flushes six fields) for the same single round trip.
+_ADD = """
+local n = tonumber(ARGV[1])
+for i = 2, 2 * n, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 2 * n + 2, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
+"""
+_add_script: Script | None = None
+
+
+def _add(conn: redis.Redis, ints: dict[str, int], floats: dict[str, float]) -> None:
+    global _add_script
+    if _add_script is None:
+        _add_script = conn.register_script(_ADD)
+    args: list[str | int | float] = [len(ints)]
+    for field, amount in ints.items():
+        args += (field, amount)
+    for field, value in floats.items():
+        args += (field, value)
+    _add_script(keys=[COUNTERS_KEY], args=args, client=conn)
+
+
 class Batch:
     """Metrics added up in memory and written in one round trip (`flush`, or on leaving a
     `with` block): for loops that would otherwise write once per item."""
@@ -123,12 +150,7 @@ class Batch:
         if not ints and not floats:
             return
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for field, amount in ints.items():
-                pipe.hincrby(COUNTERS_KEY, field, amount)
-            for field, value in floats.items():
-                pipe.hincrbyfloat(COUNTERS_KEY, field, value)
-            pipe.execute()
+            _add(self._redis, ints, floats)
         except redis.RedisError as exc:
             _failed(exc)
 

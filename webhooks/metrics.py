@@ -1,6 +1,6 @@
 """GET /metrics: Prometheus text format for every process (counters shared through Redis, see
-`habitbot.metrics`) plus gauges read at scrape time: queue lengths, failed jobs, open
-payments, DEGRADED mode and the Telegram sender's counters.
+`habitbot.metrics`) plus gauges read at scrape time: queue lengths, failed jobs, payment
+notices waiting, open payments, DEGRADED mode and the Telegram sender's counters.
 
 Not public: with METRICS_TOKEN set a scrape needs `Authorization: Bearer <token>`; without it
 only a client on this host (127.0.0.1 / ::1, after TRUSTED_PROXIES) may scrape.
@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from habitbot import metrics
 from habitbot.models import Payment
+from habitbot.payments import notify
 from habitbot.runtime import Runtime
 from habitbot.services.billing import OPEN_STATUSES
 from habitbot.telegram.sender import metrics as sender_metrics
@@ -76,7 +77,10 @@ def _queue_families(conn: redis.Redis) -> list[tuple[metrics.Metric, dict[str, f
             FailedJobRegistry(queue=queue))
     return [metrics.family("habitbot_queue_length", "gauge", "Jobs waiting per queue", lengths),
             metrics.family("habitbot_failed_jobs", "gauge", "Failed jobs kept per queue",
-                           failed)]
+                           failed),
+            metrics.family("habitbot_payment_notices_queued", "gauge",
+                           "Payment and refund notices not yet sent to the users",
+                           {"habitbot_payment_notices_queued": notify.pending(conn)})]
 
 
 def _payment_family(runtime: Runtime) -> list[tuple[metrics.Metric, dict[str, float]]]:

@@ -11,8 +11,9 @@ What each answer tells the provider (both retry anything but 2xx, YooKassa for 2
 - 503: we could not decide now (the provider's API failed during the re-read, the database
   is down, the provider is not configured here): nothing was changed, please retry.
 
-The user is told about a credit or a refund after the commit, by a worker; that step can
-never turn a committed credit into an error answer.
+The user is told about a credit or a refund after the commit: the notice is queued in Redis
+and a worker sends it (`habitbot.payments.notify`); that step can never turn a committed
+credit into an error answer.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from webhooks import proxies
 log = logging.getLogger(__name__)
 
 bp = Blueprint("payments", __name__)
-
 
 
 def _answer(status: int, **body: Any) -> Response:
@@ -83,9 +83,12 @@ def _handle(provider: str, parse: Callable[[bytes], tuple[str, dict[str, Any]]],
                   extra={"provider": provider, "event": kind, "error": type(exc).__name__})
         _count(runtime, provider, "database_unavailable")
         return _answer(503, error="database_unavailable")
-    log.info("notification handled", extra={
-        "provider": provider, "event": kind, "outcome": handled.outcome,
-        "payment_id": handled.payment_id})
+    # A credit has its own line ("Payment completed", with the payment id): this one would
+    # repeat it on the busiest path.
+    log.log(logging.DEBUG if handled.outcome == "credited" else logging.INFO,
+            "notification handled", extra={"provider": provider, "event": kind,
+                                           "outcome": handled.outcome,
+                                           "payment_id": handled.payment_id})
     _count(runtime, provider, handled.outcome)
     if handled.outcome == "credited" and handled.payment_id is not None:
         notify.enqueue_completion_notice(runtime, handled.payment_id)

@@ -1,5 +1,6 @@
-"""Premium notices: 3 days and 1 day before the trial or premium ends, and when it has ended.
+"""Notices about the account that workers send: premium ending, and payments and refunds.
 
+Premium notices: 3 days and 1 day before the trial or premium ends, and when it has ended.
 Every 10 minutes the tick downgrades ended tiers (`billing.expire_tiers`: the tier only, never
 the user's data), finds who is due a notice and hands them to send jobs in the bulk lane. A
 notice is about one period: (user, kind, the instant the period ends). Its `premium_notices`
@@ -8,6 +9,11 @@ second scheduler, a rerun tick or a retried job finds the row and sends nothing.
 period has a new end, hence its own notices. A send that fails for a transient reason gives the
 row back, so the next tick tries again; a user who blocked the bot is skipped. Notices are
 about the account, so they go out whether or not the user turned reminders off.
+
+Payment and refund notices: webhooks queue them in Redis and schedule `drain_payment_notices`
+when no drain is running (`habitbot.payments.notify`); every minute the scheduler's
+`payment_notices` job sweeps what a lost or killed drain, or a Telegram outage with no payment
+since, left in the queue.
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import redis
 from rq import Queue
 from sqlalchemy import ColumnElement, Engine, and_, case, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from habitbot.i18n import N_, Translator
 from habitbot.models import PremiumNotice, User
+from habitbot.payments import notify
 from habitbot.runtime import Runtime
 from habitbot.services import billing
 from habitbot.telegram.errors import TelegramError
@@ -208,4 +216,30 @@ def run(runtime: Runtime, now: datetime | None = None) -> int:
 
 def tick() -> int:
     return run_periodic("premium_notices", run)
+
+
+# ---------------------------------------------------------------- payment and refund notices
+
+def drain_payment_notices() -> int:
+    """An RQ job, scheduled by the webhook that queues a notice: send the queued ones."""
+    done = notify.drain(job_runtime())
+    if done.sent or done.dropped or done.stalled:
+        log.info("payment notices drained", extra={"sent": done.sent, "dropped": done.dropped,
+                                                   "stalled": done.stalled})
+    return done.sent
+
+
+def sweep_payment_notices() -> int:
+    """Send notices nobody is draining: a drain job lost before it ran, one killed mid-send
+    (once its lock expires), or notices kept back by a Telegram outage with no payment since.
+    The drain is single-flight, so a sweep beside a running drain does nothing."""
+    runtime = job_runtime()
+    try:
+        if not notify.pending(runtime.redis):
+            return 0
+        return drain_payment_notices()
+    except redis.RedisError as exc:
+        log.warning("payment notices not swept: Redis unavailable",
+                    extra={"error": type(exc).__name__})
+        return 0
 

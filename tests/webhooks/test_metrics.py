@@ -136,6 +136,15 @@ def test_reminders_and_sender_counters_appear(database_url, redis_url, engine, e
     assert samples["habitbot_telegram_sends_total{lane=bulk,outcome=sent}"] == 2
 
 
+def test_payment_notices_waiting_are_a_gauge(database_url, redis_url, redis_conn):
+    from habitbot.payments import notify
+
+    for item in ("payment:1:0", "refund:2:0"):
+        redis_conn.lpush(notify.QUEUE_KEY, item)
+    samples = _samples(_scrape(_app(database_url, redis_url)).get_data(as_text=True))
+    assert samples["habitbot_payment_notices_queued{}"] == 2
+
+
 def test_histogram_buckets_are_cumulative_and_labels_escaped(database_url, redis_url,
                                                              redis_conn):
     for seconds in (0.003, 0.2, 7.0, 9999.0):

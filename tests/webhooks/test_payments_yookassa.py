@@ -380,7 +380,7 @@ def test_credited_answer_survives_a_failing_notice(web, alice, kassa_control, mo
     def broken(*args, **kwargs):
         raise RuntimeError("queue exploded")
 
-    monkeypatch.setattr(notify, "_enqueue", broken)
+    monkeypatch.setattr(notify, "_push", broken)
     payment_id, row = _top_up(web, alice, 1200)
     kassa_control.pay(row.provider_payment_id)
     [delivery] = kassa_control.wait_delivered(row.provider_payment_id)
