@@ -52,6 +52,9 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("cleanup", "workers.maintenance.cleanup", 3600),
     # Downgrades ended trials and premium, then tells the users (3 days, 1 day, ended).
     PeriodicJob("premium_notices", "workers.notices.tick", 600),
+    # Payment and refund notices a lost or killed drain, or a Telegram outage, left queued.
+    PeriodicJob("payment_notices", "workers.notices.sweep_payment_notices", 60,
+                queue=queues.HIGH),
 )
 
 

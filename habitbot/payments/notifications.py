@@ -133,8 +133,11 @@ def _refund_event(runtime: Runtime, refund_id: str) -> Handled:
     row = billing.find_payment(runtime.engine, "yookassa", refund.payment_id)
     if row is None:
         payment = _reread_payment(runtime, refund.payment_id)
-        if payment is not None and payment.our_payment_id is not None:
-            row = billing.get_payment(runtime.engine, payment.our_payment_id)
+        if payment is not None:
+            # By our key when the metadata has it: after a restore our id may be another's.
+            row = service.find_row(runtime, "yookassa", payment.origin, payment.id)
+            if row is not None and row.provider_payment_id not in (None, payment.id):
+                row = None
         if row is None or row.provider != "yookassa":
             settled = service.alert_unknown(runtime, "yookassa", refund.payment_id,
                                              f"refund {refund.id} of a payment we do not have")

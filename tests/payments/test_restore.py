@@ -197,3 +197,23 @@ def test_concurrent_notifications_of_a_lost_payment_recreate_it_once(web, alice,
     assert len(_rows(engine)) == 1 and credits(engine) == 1
     assert billing.balance(engine, alice) == 10000
     assert len(alerts(engine, "re-created from the provider's record")) == 1
+
+
+def test_a_refund_of_a_lost_payment_never_touches_the_row_that_reused_its_id(
+        web, alice, engine, emu_client, kassa_control):
+    payment_id, row = _started(web.runtime, alice)
+    kassa_control.set_webhook(enabled=False)
+    kassa_control.pay(row.provider_payment_id)
+    _lose(engine, payment_id)
+    bob = add_user(engine, emu_client, BOB_TG)
+    with engine.begin() as conn:
+        conn.execute(insert(Payment).values(
+            id=payment_id, user_id=bob, provider="yookassa", payment_type="balance_topup",
+            amount_minor=10000, currency="RUB", idempotence_key=uuid.uuid4()))
+    kassa_control.set_webhook(enabled=True)
+    kassa_control.refund(row.provider_payment_id)
+    kassa_control.wait_delivered(row.provider_payment_id, event="refund.succeeded")
+    bobs = payment_row(engine, payment_id)
+    assert (bobs.status, bobs.refunded_minor, bobs.provider_payment_id) == ("pending", 0, None)
+    assert billing.balance(engine, bob) == 0
+    assert alerts(engine, "of a payment we do not have")
