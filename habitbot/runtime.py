@@ -18,7 +18,7 @@ from habitbot.db import ProcessKind, make_engine
 from habitbot.logs import setup_logging
 from habitbot.redis_client import make_redis
 from habitbot.services import billing
-from habitbot.services.alerts import AlertService
+from habitbot.services.alerts import TELEGRAM_UNREACHABLE, AlertService
 from habitbot.services.guard import SchemaGuard
 from habitbot.services.users import mark_blocked
 from habitbot.telegram.client import BotApiClient
@@ -85,7 +85,7 @@ def build_runtime(program: str, kind: ProcessKind, settings: Settings | None = N
         alerts.raise_alert(
             "CRITICAL", "telegram", f"Bot API unreachable after retries ({detail}); messages "
             "are delayed — check the network and https://api.telegram.org from this host",
-            fingerprint="telegram_unreachable")
+            fingerprint=TELEGRAM_UNREACHABLE)
 
     sender.on_unreachable = unreachable
     return Runtime(program, settings, engine, redis_conn, telegram, sender, alerts)

@@ -5,6 +5,10 @@ happens between polls: a heartbeat in Redis after each successful poll (read by 
 revoked token detected, alerted and retried slowly instead of spinning, network errors and
 Telegram outages retried with backoff until the API is back, and a clean stop on SIGTERM/SIGINT
 after the updates in hand are handled.
+
+Two threads work beside the loop: one delivers the replies kept while Telegram was unreachable
+(`telegram.deferred`), one sets the command menu — retried with backoff until Telegram takes
+it, so a Telegram outage at start never keeps the bot from polling.
 """
 
 from __future__ import annotations
@@ -29,12 +33,16 @@ from habitbot.services import heartbeat, timezones
 from habitbot.services.health import HealthChecker
 from habitbot.services.monitor import HealthMonitor
 from habitbot.telegram import telebot_bridge
+from habitbot.telegram.deferred import DeferredReplies
+from habitbot.telegram.errors import TelegramError
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT = 20
 UNAUTHORIZED_RETRY = 60.0
 BACKOFF_CAP = 30.0
+COMMANDS_RETRY_BASE = 5.0
+COMMANDS_RETRY_CAP = 300.0
 
 
 class PollingBot:
@@ -42,27 +50,57 @@ class PollingBot:
         self.runtime = runtime
         self.poll_timeout = poll_timeout
         self.stopping = threading.Event()
-        telebot_bridge.install(runtime.sender)
+        self.replies = DeferredReplies(runtime.sender, runtime.redis)
+        telebot_bridge.install(runtime.sender, self.replies)
         self.bot = TeleBot(runtime.settings.bot_token, threaded=False, parse_mode=None)
         self.dispatcher = Dispatcher(runtime, self.bot)
         self.executor = ChatSerialExecutor(workers=4)
         self.offset: int | None = None
         self._failures = 0
+        self._menus_set: set[str] = set()
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
 
-    def setup_commands(self) -> None:
+    def setup_commands(self) -> bool:
+        """Set the command menu of each language not set yet; True once every one is set. A
+        menu Telegram refuses (400) is logged and not tried again: the same call would be
+        refused again."""
         for language in LANGUAGES:
+            if language in self._menus_set:
+                continue
             menu = command_menu(Translator(language).gettext)
             params: dict[str, object] = {"commands": menu}
             if language != "ru":
                 params["language_code"] = language
             try:
                 self.runtime.sender.call("setMyCommands", params)
-            except Exception as exc:
-                log.warning("setMyCommands failed", extra={"language": language,
-                                                           "error": str(exc)})
+            except TelegramError as exc:
+                if exc.unreachable or exc.rate_limited or exc.unauthorized:
+                    log.warning("setMyCommands failed", extra={"language": language,
+                                                               "error": str(exc)})
+                    continue
+                log.error("setMyCommands refused", extra={"language": language,
+                                                          "error": str(exc)})
+            self._menus_set.add(language)
+        return len(self._menus_set) == len(LANGUAGES)
+
+    def register_commands(self) -> None:
+        """`setup_commands` until it succeeds, with backoff (run beside the polling loop)."""
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                if self.setup_commands():
+                    log.info("command menu set", extra={"attempts": attempt + 1})
+                    return
+            except Exception:
+                log.exception("command menu not set")
+            attempt += 1
+            delay = min(COMMANDS_RETRY_CAP, COMMANDS_RETRY_BASE * 2 ** (attempt - 1))
+            delay *= random.uniform(0.5, 1.0)
+            log.warning("command menu not set yet, retrying", extra={"attempt": attempt,
+                                                                     "delay": round(delay, 1)})
+            self.stopping.wait(delay)
 
     def check_token(self) -> bool:
         """getMe once at start: proves the token and the API work before the first long poll."""
@@ -119,7 +157,9 @@ class PollingBot:
                                 self.runtime.alerts).start()
         while not self.stopping.is_set() and not self.check_token():
             pass
-        self.setup_commands()
+        self.replies.start()
+        threading.Thread(target=self.register_commands, name="command-menu",
+                         daemon=True).start()
         log.info("Startup complete", extra={"degraded": self.runtime.guard.degraded})
         while not self.stopping.is_set():
             try:
@@ -127,6 +167,7 @@ class PollingBot:
             except Exception as exc:
                 self.stopping.wait(self._on_poll_error(exc))
         self.executor.shutdown()
+        self.replies.stop()  # what still waits is delivered after the next start
         monitor.stop()
         log.info("bot stopped")
 

@@ -1,7 +1,9 @@
 """Route one update to its handler: commands, then the conversation state, then free text;
 buttons by their signed action; pre-checkout queries and successful payments to the payment
 handlers. One bad update never stops the bot: the error is logged with the update id and the
-user gets a short apology (a pre-checkout query gets a refusal, never silence)."""
+user gets a short apology (a pre-checkout query gets a refusal, never silence). A reply that
+Telegram cannot take because it is unreachable is not a handler error: the bridge keeps it and
+it is delivered once Telegram answers again (`telegram.deferred`)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,14 @@
 """Operator alerts: severity, component, message, fingerprint and a cooldown.
 
 The same fingerprint is delivered at most once per cooldown (a Redis key shared by every
-process; a per-process memory when Redis is down). Every alert, delivered or suppressed, is
-recorded in `admin_alerts`; when the database is down the record waits in Redis (or memory) and
-`flush_pending()` writes it once the database is back, so an alert about the database itself
-still goes out and is recorded later.
+process; a per-process memory when Redis is down). A delivery that fails gives the cooldown
+back, so the next occurrence is delivered — after `FAILURE_BACKOFF_SECONDS` when Telegram could
+not take it (network, 5xx, 429) or the alert is about Telegram being unreachable: an outage
+must not turn every failed call into another alert that waits out the sender's retries.
+
+Every alert, delivered or suppressed, is recorded in `admin_alerts`; when the database is down
+the record waits in Redis (or memory) and `flush_pending()` writes it once the database is
+back, so an alert about the database itself still goes out and is recorded later.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,6 +36,21 @@ log = logging.getLogger(__name__)
 PENDING_KEY = f"{KEY_PREFIX}alerts:unrecorded"
 MAX_TEXT = 3900
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
+COOLDOWN_PREFIX = f"{KEY_PREFIX}alert:cooldown:"
+FAILURE_BACKOFF_SECONDS = 60
+# Raised by the sender when Telegram cannot be reached: its own delivery is bound to fail too.
+TELEGRAM_UNREACHABLE = "telegram_unreachable"
+
+# Give a claimed cooldown back (or shorten it to a backoff) only if it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
 
 Deliver = Callable[[int, str], None]
 
@@ -60,6 +80,8 @@ class AlertService:
         self._local_cooldowns: dict[str, float] = {}
         self._local_pending: deque[dict] = deque(maxlen=1000)
         self._lock = threading.Lock()
+        self._release_script = (redis_conn.register_script(_RELEASE)
+                                if redis_conn is not None else None)
 
     def raise_alert(self, severity: str, component: str, message: str,
                     fingerprint: str | None = None) -> Alert:
@@ -68,43 +90,68 @@ class AlertService:
             raise ValueError(f"unknown severity {severity!r}")
         alert = Alert(severity, component, message, fingerprint or f"{component}:{message}"[:200],
                       datetime.now(UTC).isoformat())
-        if not self._claim_cooldown(alert.fingerprint):
+        claim = self._claim_cooldown(alert.fingerprint)
+        if claim is None:
             alert.status = "suppressed"
         elif self._chat_id is None or self._deliver is None:
             alert.status = "logged"
         else:
-            alert.status = self._send(alert)
+            failure = self._send(alert)
+            alert.status = "sent" if failure is None else "failed"
+            if failure is not None:
+                backoff = FAILURE_BACKOFF_SECONDS if (
+                    failure.transient or alert.fingerprint == TELEGRAM_UNREACHABLE) else 0
+                self._release_cooldown(alert.fingerprint, claim, backoff)
         level = logging.INFO if alert.status == "suppressed" else logging.WARNING
         log.log(level, alert.text, extra={"alert_status": alert.status,
                                           "fingerprint": alert.fingerprint})
         self._record(alert)
         return alert
 
-    def _claim_cooldown(self, fingerprint: str) -> bool:
+    def _claim_cooldown(self, fingerprint: str) -> str | None:
+        """Take the fingerprint's cooldown: a claim token, or None when it is running."""
+        token = uuid.uuid4().hex
         if self._redis is not None:
             try:
-                return bool(self._redis.set(f"{KEY_PREFIX}alert:cooldown:{fingerprint}", "1",
-                                            nx=True, ex=self._cooldown))
+                claimed = self._redis.set(f"{COOLDOWN_PREFIX}{fingerprint}", token, nx=True,
+                                          ex=self._cooldown)
+                return token if claimed else None
             except redis.RedisError:
                 pass
         now = time.monotonic()
         with self._lock:
             until = self._local_cooldowns.get(fingerprint, 0.0)
             if until > now:
-                return False
+                return None
             self._local_cooldowns[fingerprint] = now + self._cooldown
-            return True
+            return ""  # claimed in this process's memory
 
-    def _send(self, alert: Alert) -> str:
+    def _release_cooldown(self, fingerprint: str, claim: str, backoff: int) -> None:
+        """Nothing was delivered: the next occurrence may go out (after `backoff` seconds)."""
+        if claim and self._release_script is not None:
+            try:
+                self._release_script(keys=[f"{COOLDOWN_PREFIX}{fingerprint}"],
+                                     args=[claim, backoff])
+                return
+            except redis.RedisError:
+                pass
+        with self._lock:
+            if backoff:
+                self._local_cooldowns[fingerprint] = time.monotonic() + backoff
+            else:
+                self._local_cooldowns.pop(fingerprint, None)
+
+    def _send(self, alert: Alert) -> TelegramError | None:
+        """Deliver; the failure, if any."""
         assert self._deliver is not None and self._chat_id is not None
         try:
             self._deliver(self._chat_id, alert.text)
-            return "sent"
+            return None
         except TelegramError as exc:
             log.error("Failed to send alert", extra={"fingerprint": alert.fingerprint,
                                                      "code": exc.code,
                                                      "reason": exc.description})
-            return "failed"
+            return exc
 
     def _record(self, alert: Alert) -> None:
         row = asdict(alert)

@@ -33,6 +33,12 @@ class TelegramError(Exception):
         return self.code == 429 or self.code >= 500 or self.code == 0
 
     @property
+    def unreachable(self) -> bool:
+        """Telegram could not be reached or failed on its side (network, timeout, 5xx): the
+        call itself was fine and may succeed later unchanged."""
+        return self.code == 0 or self.code >= 500
+
+    @property
     def permanent(self) -> bool:
         return not self.transient
 

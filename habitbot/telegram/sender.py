@@ -6,7 +6,9 @@
 - 403 (blocked, deactivated): the chat is marked blocked — no further sends until the user
   writes again — and `on_blocked` is told (the database flag).
 - Other 4xx can never succeed: not retried, logged with context.
-- 5xx and network failures: retried with backoff and jitter up to a bound, then reported.
+- 5xx and network failures: retried with backoff and jitter up to a bound, then reported
+  ("telegram call failed after retries"); the bot keeps such a reply for later
+  (`telegram.deferred`).
 - Counters per lane and outcome go to one Redis hash, readable by every process.
 """
 
@@ -65,7 +67,8 @@ def _chat_of(params: dict[str, Any] | None) -> Any:
     return (params or {}).get("chat_id")
 
 
-def _error_of(method: str, response: Response) -> TelegramError | None:
+def error_of(method: str, response: Response) -> TelegramError | None:
+    """The error an answer carries (None for a success)."""
     try:
         BotApiClient.parse_response(method, response)
     except TelegramError as exc:
@@ -122,7 +125,7 @@ class Sender:
                 raise ChatBlocked(method, chat_id)
             try:
                 response = self.client.raw_request(method, params, files, read_timeout)
-                error = _error_of(method, response)
+                error = error_of(method, response)
             except TIMEOUT_ERRORS:
                 response, error = None, TelegramNetworkError(method, "timeout")
             except NETWORK_ERRORS as exc:

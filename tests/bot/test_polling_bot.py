@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import func, select
 
+from habitbot.bot import app
 from habitbot.bot.app import UNAUTHORIZED_RETRY, PollingBot
 from habitbot.config import load_settings
 from habitbot.models import AdminAlert, User
 from habitbot.runtime import build_runtime
 from habitbot.services import heartbeat
+from habitbot.telegram.sender import MAX_TRANSIENT_ATTEMPTS
 from tests.conftest import make_env
+from tests.support.polling import wait_until
 
 ALICE = 1001  # writes in Russian
 BOB = 1002    # writes in English
@@ -27,7 +32,9 @@ def runtime(settings):
 def bot(runtime, emu_client):
     emu_client.add_user(ALICE, first_name="Алиса", language_code="ru")
     emu_client.add_user(BOB, first_name="Bob", language_code="en")
-    return PollingBot(runtime, poll_timeout=1)
+    polling = PollingBot(runtime, poll_timeout=1)
+    yield polling
+    polling.executor.shutdown()  # no handler of this test outlives it
 
 
 def _say(emu_client, bot, user, text, **fields):
@@ -58,6 +65,32 @@ def test_command_menu_is_set_in_both_languages(bot, emu_client):
     assert menus["en"][1]["description"] == "Help"
 
 
+def test_telegram_down_at_start_delays_the_command_menu_not_polling(bot, emu_client, runtime,
+                                                                   monkeypatch):
+    monkeypatch.setattr(app, "COMMANDS_RETRY_BASE", 0.2)
+    monkeypatch.setattr(runtime.sender, "_sleep", lambda seconds: None)
+    emu_client.add_fault("outage", methods=["setMyCommands"])
+    running = threading.Thread(target=bot.run, name="bot-under-test")
+    running.start()
+    try:
+        wait_until(lambda: emu_client.faults()[0]["hits"] >= 2 * MAX_TRANSIENT_ATTEMPTS, 30,
+                   "setMyCommands given up twice")
+        sent = emu_client.inject_message(BOB, "/help")
+        reply = emu_client.wait_for_message(BOB, after_message_id=sent["message_id"],
+                                            timeout=30)
+        assert "/new" in reply["text"]  # polling and answering while the menu waits
+        assert emu_client.commands() == []
+        emu_client.clear_faults()
+        wait_until(lambda: len(emu_client.commands()) == 2, 60,
+                   "the command menus set once Telegram is back")
+        menus = {c.get("language_code") or "": c["commands"] for c in emu_client.commands()}
+        assert menus["en"][1]["description"] == "Help"
+    finally:
+        bot.stop()
+        running.join(60)
+    assert not running.is_alive()
+
+
 @pytest.mark.parametrize("fields", [{"sticker": True}, {"photo": True}, {"voice": True}])
 def test_non_text_messages_get_a_polite_answer(bot, emu_client, fields):
     reply = _say(emu_client, bot, BOB, None, **fields)
@@ -82,14 +115,15 @@ def test_database_down_keeps_the_bot_answering(settings, emu_client, pg_proxy,
     env = make_env(pg_proxy.url_for(database_url), redis_url, emulator.url,
                    DB_CONNECT_TIMEOUT="1")
     rt = build_runtime("bot", "bot", settings=load_settings(env), configure_logging=False)
+    bot = PollingBot(rt, poll_timeout=1)
     try:
-        bot = PollingBot(rt, poll_timeout=1)
         emu_client.add_user(BOB, first_name="Bob", language_code="en")
         pg_proxy.set_mode("refuse")
         assert "temporarily unavailable" in _say(emu_client, bot, BOB, "/help")["text"]
         pg_proxy.set_mode("pass")
         assert "temporarily unavailable" not in _say(emu_client, bot, BOB, "/help")["text"]
     finally:
+        bot.executor.shutdown()
         rt.close()
 
 
@@ -132,8 +166,8 @@ def test_redis_down_keeps_the_bot_polling_and_answering(emu_client, database_url
                                                         redis_proxy, emulator):
     env = make_env(database_url, redis_proxy.url_for(redis_url), emulator.url)
     rt = build_runtime("bot", "bot", settings=load_settings(env), configure_logging=False)
+    bot = PollingBot(rt, poll_timeout=1)
     try:
-        bot = PollingBot(rt, poll_timeout=1)
         emu_client.add_user(BOB, first_name="Bob", language_code="en")
         redis_proxy.set_mode("refuse")
         assert "/new" in _say(emu_client, bot, BOB, "/help")["text"]
@@ -141,6 +175,7 @@ def test_redis_down_keeps_the_bot_polling_and_answering(emu_client, database_url
         assert "/new" in _say(emu_client, bot, BOB, "/help")["text"]
         assert heartbeat.age(rt.redis, "bot") < 5
     finally:
+        bot.executor.shutdown()
         rt.close()
 
 

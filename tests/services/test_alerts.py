@@ -8,8 +8,13 @@ from sqlalchemy import select
 
 from habitbot.db import make_engine
 from habitbot.models import AdminAlert
-from habitbot.services.alerts import PENDING_KEY, AlertService
-from habitbot.telegram.errors import TelegramError
+from habitbot.services.alerts import (
+    FAILURE_BACKOFF_SECONDS,
+    PENDING_KEY,
+    TELEGRAM_UNREACHABLE,
+    AlertService,
+)
+from habitbot.telegram.errors import TelegramError, TelegramNetworkError
 
 CHAT = 424242
 
@@ -17,11 +22,14 @@ CHAT = 424242
 class Inbox:
     """Stands in for the Telegram delivery of one alert chat."""
 
-    def __init__(self, fail: bool = False):
+    def __init__(self, fail: bool = False, unreachable: bool = False):
         self.messages: list[tuple[int, str]] = []
         self.fail = fail
+        self.unreachable = unreachable
 
     def __call__(self, chat_id: int, text: str) -> None:
+        if self.unreachable:
+            raise TelegramNetworkError("sendMessage", "ConnectionError")
         if self.fail:
             raise TelegramError("sendMessage", 403, "Forbidden: bot was blocked by the user")
         self.messages.append((chat_id, text))
@@ -74,6 +82,59 @@ def test_delivery_failure_is_recorded_as_failed(engine, redis_conn):
     service = AlertService(engine, redis_conn, Inbox(fail=True), CHAT)
     assert service.raise_alert("CRITICAL", "bot", "down").status == "failed"
     assert [r.status for r in _rows(engine)] == ["failed"]
+
+
+def test_a_failed_delivery_gives_the_cooldown_back(engine, redis_conn):
+    inbox = Inbox(fail=True)  # the bot is blocked in the alert chat
+    service = AlertService(engine, redis_conn, inbox, CHAT)
+    assert service.raise_alert("WARNING", "health_check workers", "0 alive", "w").status == \
+        "failed"
+    inbox.fail = False  # unblocked
+    assert service.raise_alert("WARNING", "health_check workers", "0 alive", "w").status == \
+        "sent"
+    assert service.raise_alert("WARNING", "health_check workers", "0 alive", "w").status == \
+        "suppressed"  # delivered: the cooldown holds again
+    assert [r.status for r in _rows(engine)] == ["failed", "sent", "suppressed"]
+
+
+def test_telegram_unreachable_leaves_a_short_backoff_not_the_cooldown(engine, redis_conn):
+    inbox = Inbox(unreachable=True)
+    service = AlertService(engine, redis_conn, inbox, CHAT)
+    statuses = [service.raise_alert("CRITICAL", "telegram", "unreachable",
+                                    TELEGRAM_UNREACHABLE).status for _ in range(3)]
+    assert statuses == ["failed", "suppressed", "suppressed"]  # no retry storm
+    assert 0 < redis_conn.ttl(f"habitbot:alert:cooldown:{TELEGRAM_UNREACHABLE}") <= \
+        FAILURE_BACKOFF_SECONDS
+    inbox.unreachable = False
+    redis_conn.delete(f"habitbot:alert:cooldown:{TELEGRAM_UNREACHABLE}")  # the backoff ran out
+    assert service.raise_alert("CRITICAL", "telegram", "unreachable",
+                               TELEGRAM_UNREACHABLE).status == "sent"
+    assert redis_conn.ttl(f"habitbot:alert:cooldown:{TELEGRAM_UNREACHABLE}") > \
+        FAILURE_BACKOFF_SECONDS  # delivered: the full cooldown
+
+
+def test_the_alert_about_telegram_backs_off_whatever_the_failure(engine, redis_conn):
+    service = AlertService(engine, redis_conn, Inbox(fail=True), CHAT)
+    assert service.raise_alert("CRITICAL", "telegram", "unreachable",
+                               TELEGRAM_UNREACHABLE).status == "failed"
+    assert service.raise_alert("CRITICAL", "telegram", "unreachable",
+                               TELEGRAM_UNREACHABLE).status == "suppressed"
+
+
+def test_without_redis_a_failed_delivery_gives_the_cooldown_back_too(engine, redis_proxy,
+                                                                     redis_url):
+    dead_redis = redis.Redis.from_url(redis_proxy.url_for(redis_url), socket_timeout=1,
+                                      socket_connect_timeout=1)
+    redis_proxy.set_mode("refuse")
+    inbox = Inbox(fail=True)
+    service = AlertService(engine, dead_redis, inbox, CHAT)
+    assert service.raise_alert("WARNING", "x", "y", "fp").status == "failed"
+    inbox.fail = False
+    assert service.raise_alert("WARNING", "x", "y", "fp").status == "sent"
+    inbox.unreachable = True
+    assert [service.raise_alert("WARNING", "x", "z", "fp2").status for _ in range(2)] == \
+        ["failed", "suppressed"]
+    dead_redis.close()
 
 
 def test_alert_about_a_dead_database_goes_out_and_is_recorded_later(engine, redis_conn,
