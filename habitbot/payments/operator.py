@@ -134,7 +134,7 @@ def complete(runtime: Runtime, provider: str, *, provider_id: str | None = None,
                             "user should pay again)")
     said = _ask_provider(runtime, row, provider_id)
     if said.credited:
-        notify.notify_completion(runtime, row.id)
+        notify.enqueue_completion_notice(runtime, row.id)
         return CompleteResult(row.id, "credited",
                               f"{provider} confirms payment {row.id}: credited ({_what(row)})")
     if said.outcome == "already_final":
@@ -162,7 +162,7 @@ def complete(runtime: Runtime, provider: str, *, provider_id: str | None = None,
         "WARNING", f"payments {provider}",
         f"payment {row.id} credited by an operator without the provider's confirmation: "
         f"{reason.strip()}", fingerprint=f"payment_forced:{row.id}")
-    notify.notify_completion(runtime, row.id)
+    notify.enqueue_completion_notice(runtime, row.id)
     return CompleteResult(row.id, "forced", f"payment {row.id} credited by force "
                           f"({_what(row)}); reason recorded: {reason.strip()}")
 
@@ -345,7 +345,7 @@ def _fix(runtime: Runtime, row: Payment, invoices: dict[int, Invoice]) -> str:
             else:
                 settled = service.settle_from_provider(runtime, row)
             if settled.credited:
-                notify.notify_completion(runtime, row.id)
+                notify.enqueue_completion_notice(runtime, row.id)
             return settled.outcome
         return _apply_missing_refunds(runtime, row)
     except (ProviderError, MalformedAnswer, MalformedInvoice, BillingError, KeyError) as exc:
@@ -366,7 +366,7 @@ def _apply_missing_refunds(runtime: Runtime, row: Payment) -> str:
         if handled.outcome == "refunded":
             applied += 1
             if handled.refund_id is not None:
-                notify.notify_refund(runtime, handled.refund_id)
+                notify.enqueue_refund_notice(runtime, handled.refund_id)
     return f"{applied} refund(s) applied"
 
 
@@ -477,7 +477,7 @@ def _settle_elsewhere(runtime: Runtime, settle: Callable[[], service.Settlement]
     except (ProviderError, MalformedAnswer, MalformedInvoice, BillingError) as exc:
         return f"not fixed: {exc}"
     if settled.credited and settled.payment_id is not None:
-        notify.notify_completion(runtime, settled.payment_id)
+        notify.enqueue_completion_notice(runtime, settled.payment_id)
     return settled.outcome if settled.outcome in ("credited", "already_final") \
         else f"not fixed: {settled.outcome} {settled.detail}".strip()
 
@@ -545,14 +545,14 @@ def _refund_yookassa(runtime: Runtime, row: Payment, amount: int,
         raise OperatorError(f"refunded at YooKassa ({made.id}) but not applied here: "
                             f"{handled.detail}")
     if handled.outcome == "refunded" and handled.refund_id is not None:
-        notify.notify_refund(runtime, handled.refund_id)
+        notify.enqueue_refund_notice(runtime, handled.refund_id)
     return RefundResult(row.id, _refund_message(row, made.id, handled.refund),
                         handled.refund)
 
 
 def _refunded(runtime: Runtime, row: Payment, outcome: billing.RefundOutcome) -> RefundResult:
     if outcome.applied:
-        notify.notify_refund(runtime, outcome.refund_id)
+        notify.enqueue_refund_notice(runtime, outcome.refund_id)
     charge = row.provider_payment_id
     return RefundResult(row.id, _refund_message(row, charge or "", outcome), outcome)
 

@@ -26,6 +26,7 @@ from tests.payments.support import (
     credits,
     payment_env,
     payment_row,
+    run_jobs,
 )
 
 
@@ -52,7 +53,9 @@ def _top_up(runtime, user_id: int, amount: int = 10000) -> tuple[int, str]:
     return started.payment_id, payment_row(runtime.engine, started.payment_id).provider_payment_id
 
 
-def _bot_texts(emu_client) -> list[str]:
+def _bot_texts(emu_client, runtime) -> list[str]:
+    """What the bot told Alice, once the notices the command queued have gone out."""
+    run_jobs(runtime)
     return [m["text"] for m in emu_client.messages(ALICE_TG, sender="bot")]
 
 
@@ -68,11 +71,11 @@ def test_complete_confirms_with_yookassa_and_credits_once(run, runtime, alice, k
     assert out.strip() == (f"OK: yookassa confirms payment {payment_id}: credited "
                            "(top-up 100.00 ₽)")
     assert billing.balance(runtime.engine, alice) == 10000
-    assert len(_bot_texts(emu_client)) == 1
+    assert len(_bot_texts(emu_client, runtime)) == 1
     code, out, _ = run("payments", "complete", "--provider", "yookassa", "--payment",
                        str(payment_id))
     assert code == 0 and "already succeeded; nothing to do" in out
-    assert credits(runtime.engine) == 1 and len(_bot_texts(emu_client)) == 1
+    assert credits(runtime.engine) == 1 and len(_bot_texts(emu_client, runtime)) == 1
 
 
 def test_complete_refuses_an_unpaid_payment_unless_forced_with_a_reason(run, runtime, alice,
@@ -235,7 +238,7 @@ def test_reconcile_reports_then_fixes(run, runtime, alice, kassa, kassa_control,
     assert code == 1 and "1 need attention" in err  # the stranger stays for a human
     assert billing.balance(runtime.engine, alice) == 5000
     assert payment_row(runtime.engine, canceled_id).status == "canceled"
-    assert len(_bot_texts(emu_client)) == 2
+    assert len(_bot_texts(emu_client, runtime)) == 2
 
     code, out, _ = run("payments", "reconcile", "--hours", "1", "--fix")
     assert out.count("DIFF") == 1 and credits(runtime.engine) == 2
@@ -318,7 +321,7 @@ def test_refund_yookassa_partially_then_the_rest(run, runtime, alice, kassa_cont
     code, _, err = run("payments", "refund", "--provider", "yookassa", "--payment",
                        str(payment_id))
     assert code == 1 and "already refunded in full" in err
-    assert any(t.startswith("↩️ Refund of 40.00 ₽") for t in _bot_texts(emu_client))
+    assert any(t.startswith("↩️ Refund of 40.00 ₽") for t in _bot_texts(emu_client, runtime))
 
 
 @pytest.mark.parametrize("amount, message", [("0", "must be positive"),
@@ -435,7 +438,7 @@ def test_complete_recreates_a_paid_payment_the_restore_lost(run, runtime, alice,
     assert alerts(runtime.engine, f"(it was {payment_id})")
     code, out, _ = run("payments", "complete", "--provider", "yookassa", "--id", provider_id)
     assert code == 0 and "already succeeded; nothing to do" in out
-    assert credits(runtime.engine) == 1 and len(_bot_texts(emu_client)) == 1
+    assert credits(runtime.engine) == 1 and len(_bot_texts(emu_client, runtime)) == 1
 
 
 def test_complete_does_not_recreate_an_unpaid_lost_payment(run, runtime, alice):
@@ -471,7 +474,7 @@ def test_reconcile_fix_recreates_what_the_restore_lost(run, runtime, alice, kass
     assert code == 1 and "1 need attention" in err  # the record that cannot say whose
     assert billing.balance(runtime.engine, alice) == 1000
     assert billing.status(runtime.engine, alice).tier == "premium"
-    assert len(_bot_texts(emu_client)) == 2
+    assert len(_bot_texts(emu_client, runtime)) == 2
 
     code, out, _ = run("payments", "reconcile", "--hours", "1", "--fix")
     assert out.count("DIFF") == 1 and credits(runtime.engine) == 1

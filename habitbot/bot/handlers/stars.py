@@ -70,8 +70,21 @@ def successful_payment(ctx: Context, message: types.Message) -> None:
                         "away. It will be credited shortly; nothing more needs to be paid."))
         return
     if result.outcome == "credited" and result.payment_id is not None:
-        notify.notify_completion(ctx.runtime, result.payment_id)
+        _tell_credited(ctx, result.payment_id)
     elif result.outcome == "refunded":
         ctx.reply(ctx._("This payment could not be applied, so {amount} was refunded to you. "
                         "Open /premium to try again.",
                         amount=money(paid.total_amount, paid.currency)))
+
+
+def _tell_credited(ctx: Context, payment_id: int) -> None:
+    """The payment notice as this chat's reply, so a Telegram outage keeps it for later like
+    any other reply; the credit is committed whatever happens here."""
+    try:
+        built = notify.completion_text(ctx.runtime, payment_id)
+    except SQLAlchemyError:
+        log.exception("could not tell the user about a payment",
+                      extra={"payment_id": payment_id})
+        return
+    if built is not None:
+        ctx.reply(built[1])
