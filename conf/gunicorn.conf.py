@@ -7,11 +7,12 @@ worker_class = "gthread"
 # One worker per core: a webhook is CPU-bound here (~3 ms of Python per verified notification)
 # and each worker has its own GIL; more workers than cores only add memory and connections.
 workers = int(os.environ.get("WEB_WORKERS", "2"))
-# Threads cover the waits (the provider's API re-read, the database). Keep them at most the web
-# database pool's size (habitbot.db.POOL_SIZES["web"], 4 + 4 overflow): each request thread
-# holds one connection at a time, and under load threads beyond the pool open and close an
-# overflow connection per request — measured at 8 threads, about 1 ms more PostgreSQL CPU per
-# webhook and a quarter fewer webhooks per second. Raise both together.
+# Threads cover the waits (the provider's API re-read, the database). The web database pool
+# follows WEB_THREADS (habitbot.runtime; at least 4, plus 4 overflow): each request thread holds
+# one connection at a time, and threads beyond the pool would open and close an overflow
+# connection per request under load — measured at 8 threads over a pool of 4, about 1 ms more
+# PostgreSQL CPU per webhook and a quarter fewer webhooks per second. Mind PostgreSQL's
+# max_connections: WEB_WORKERS × (WEB_THREADS + 4) for the web program alone.
 threads = int(os.environ.get("WEB_THREADS", "4"))
 timeout = 30
 graceful_timeout = 25

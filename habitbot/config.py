@@ -65,6 +65,9 @@ class Settings:
     alert_cooldown_seconds: int = 900
     schema_check_interval: int = 60
     db_connect_timeout: int = 3
+    # gunicorn's request threads per worker (conf/gunicorn.conf.py reads the same variable);
+    # the web database pool is sized to it.
+    web_threads: int = 4
     trial_days: int = 7
     # Minor units per plan and currency (kopecks, cents; whole stars for XTR).
     prices: dict[str, dict[str, int]] = field(default_factory=lambda: {
@@ -258,6 +261,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                      "a positive number of seconds"),
         db_connect_timeout=_parse(env, "DB_CONNECT_TIMEOUT", _positive_int, 3,
                                   "a positive number of seconds"),
+        web_threads=_parse(env, "WEB_THREADS", _bounded(1, 64), 4, "a number 1-64"),
         trial_days=_parse(env, "TRIAL_DAYS", _bounded(1, 365), 7, "a number of days 1-365"),
         prices={plan: _parse(env, f"PRICE_{plan.upper()}", _prices, defaults.prices[plan],
                              "CURRENCY:minor units pairs like RUB:19900,USD:299,XTR:150")

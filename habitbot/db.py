@@ -37,8 +37,13 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(database_url: str, kind: ProcessKind = "cli", connect_timeout: int = 3,
-                statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Engine:
-    pool_size, overflow = POOL_SIZES[kind]
+                statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+                pool_size: int | None = None) -> Engine:
+    """`pool_size` overrides the kind's (the web program passes its thread count: a request
+    thread holds one connection, and threads beyond the pool would open and close an
+    overflow connection per request under load)."""
+    default_size, overflow = POOL_SIZES[kind]
+    pool_size = pool_size or default_size
     return create_engine(
         normalise_url(database_url),
         pool_size=pool_size,

@@ -61,7 +61,8 @@ def build_runtime(program: str, kind: ProcessKind, settings: Settings | None = N
     settings = settings or load_settings_or_exit(program)
     if configure_logging:
         setup_logging(program)
-    engine = make_engine(settings.database_url, kind, settings.db_connect_timeout)
+    engine = make_engine(settings.database_url, kind, settings.db_connect_timeout,
+                         pool_size=max(settings.web_threads, 4) if kind == "web" else None)
     redis_conn = make_redis(settings.redis_url)
     billing.configure(
         settings.prices, settings.trial_days,

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from habitbot.config import ConfigError, load_settings
+from tests.conftest import make_env
 
 GOOD = {
     "BOT_TOKEN": "123456:ABC-def_ghi",
@@ -58,6 +59,8 @@ def test_missing_required_variable_is_named(name):
     ("YOOKASSA_TRUSTED_IPS", "1.2.3.4/99"),
     ("TELEGRAM_API_URL", "ftp://example"),
     ("ALERT_COOLDOWN_SECONDS", "0"),
+    ("WEB_THREADS", "0"),
+    ("WEB_THREADS", "65"),
 ])
 def test_malformed_value_is_named_without_echoing_secrets(name, value):
     with pytest.raises(ConfigError) as info:
@@ -151,3 +154,18 @@ def test_bad_receipt_settings_are_refused_by_name(name, value):
         load_settings(_env(**{name: value}))
     assert str(info.value).startswith(f"{name} is invalid: expected ")
     assert repr(value) in str(info.value)
+
+
+def test_the_web_database_pool_follows_the_request_threads(database_url, redis_url):
+    """gunicorn's threads each hold one connection: the web program's pool has as many, so
+    none opens and closes an overflow connection per request under load."""
+    from habitbot.runtime import build_runtime
+
+    for threads, expected in (("12", 12), ("2", 4)):
+        settings = load_settings(make_env(database_url, redis_url, "http://127.0.0.1:9",
+                                          WEB_THREADS=threads))
+        runtime = build_runtime("web", "web", settings, configure_logging=False)
+        try:
+            assert runtime.engine.pool.size() == expected
+        finally:
+            runtime.close()
