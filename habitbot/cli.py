@@ -229,8 +229,10 @@ def cmd_users_show(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from habitbot.payments import notify
     from habitbot.services.health import HealthChecker
     from habitbot.services.operator import system_counts
+    from habitbot.telegram.deferred import waiting_replies
     from workers import admin
 
     engine = make_engine(_database_url(), "cli")
@@ -250,6 +252,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             for c in admin.counts(conn):
                 print(f"queue {c.name:<10} queued {c.queued:>6}  running {c.started:>4}  "
                       f"failed {c.failed:>4}")
+            print(f"{'replies waiting for Telegram':<38}{waiting_replies(conn):>10}")
+            print(f"{'payment notices waiting':<38}{notify.pending(conn):>10}")
     finally:
         checker.close()
         conn.close()

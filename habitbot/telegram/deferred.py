@@ -80,6 +80,18 @@ return left
 DELIVERED, REFUSED, STALLED = "delivered", "refused", "stalled"
 
 
+def waiting_replies(conn: redis.Redis) -> int:
+    """How many replies wait for Telegram, all chats together (`habitbot status`)."""
+    chats = [c.decode() for c in  # type: ignore[union-attr]
+             conn.zrange(INDEX_KEY, 0, -1)]
+    if not chats:
+        return 0
+    pipe = conn.pipeline(transaction=False)
+    for chat in chats:
+        pipe.llen(_list_key(chat))
+    return sum(int(n) for n in pipe.execute())
+
+
 def _list_key(chat: str) -> str:
     return f"{_PREFIX}chat:{chat}"
 
@@ -205,14 +217,7 @@ class DeferredReplies:
     # -- the delivering side ---------------------------------------------------------------------
     def waiting(self) -> int:
         """How many replies wait, all chats together."""
-        chats = [c.decode() for c in  # type: ignore[union-attr]
-                 self._redis.zrange(INDEX_KEY, 0, -1)]
-        if not chats:
-            return 0
-        pipe = self._redis.pipeline(transaction=False)
-        for chat in chats:
-            pipe.llen(_list_key(chat))
-        return sum(int(n) for n in pipe.execute())
+        return waiting_replies(self._redis)
 
     def drain_once(self, now: float | None = None) -> DrainResult:
         """One pass over the waiting chats, oldest first; stops at the first reply Telegram

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -100,6 +101,8 @@ def test_users_show_and_status(engine, database_url, redis_url, redis_conn):
     assert status.returncode == 1 and "health: fail" in status.stdout
     assert "bot        FAIL  no heartbeat" in status.stdout
     assert "habits active" in status.stdout and "queue reminders" in status.stdout
+    assert re.search(r"replies waiting for Telegram +0\n", status.stdout), status.stdout
+    assert re.search(r"payment notices waiting +0\n", status.stdout), status.stdout
 
 
 def test_status_with_a_dead_database_fails_clearly(pg_proxy, database_url, redis_url):
