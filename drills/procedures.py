@@ -46,6 +46,8 @@ def full_restart(lab: Lab, out: Outcome) -> None:
                        "scheduler log: Scheduler started")
             assert "how do you track it" in eve.ask("Read"), "the dialog went on"
             due.wait_delivered(150)
+            assert not stack.alert_rows("[WARNING] health_check workers"), \
+                "a planned restart raises no workers alert"
         conn.close()
         with out.phase("count"):
             out.lost = eve.unanswered() + due.missing()
