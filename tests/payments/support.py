@@ -24,6 +24,7 @@ from habitbot.runtime import Runtime
 from habitbot.sandbox.cryptopay_emulator import CryptoPayEmulator
 from habitbot.sandbox.payments_client import CryptoPayControl, YooKassaControl
 from habitbot.sandbox.yookassa_emulator import YooKassaEmulator
+from habitbot.services import billing
 from tests.conftest import make_env
 from tests.support.jobs import install, job_runtime
 from workers import queues
@@ -108,6 +109,19 @@ def run_jobs(runtime: Runtime) -> None:
 
     SimpleWorker([Queue(queue, connection=runtime.redis)],
                  connection=runtime.redis).work(burst=True)
+
+
+def paid_top_up(engine, user_id: int, amount: int = 5000) -> int:
+    """A YooKassa top-up already credited (as a webhook would), without the provider."""
+    payment_id, _ = billing.create_payment(engine, user_id, "yookassa", "balance_topup",
+                                           amount, "RUB")
+    billing.complete_payment(engine, payment_id, amount, "RUB", f"yk-{payment_id}")
+    return payment_id
+
+
+def bot_texts(emu_client, chat_id: int) -> list[str]:
+    """What the bot has sent to a chat, oldest first."""
+    return [m["text"] for m in emu_client.messages(chat_id, sender="bot")]
 
 
 def count(engine, model, *where) -> int:

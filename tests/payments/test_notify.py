@@ -10,25 +10,14 @@ from sqlalchemy import update
 from habitbot.models import User
 from habitbot.payments import notify
 from habitbot.services import billing
-from tests.payments.support import ALICE_TG, add_user, run_jobs
-
-
-def _paid_top_up(engine, user_id: int, amount: int) -> int:
-    payment_id, _ = billing.create_payment(engine, user_id, "yookassa", "balance_topup",
-                                           amount, "RUB")
-    billing.complete_payment(engine, payment_id, amount, "RUB", f"yk-{payment_id}")
-    return payment_id
-
-
-def _bot_texts(emu_client, chat_id: int) -> list[str]:
-    return [m["text"] for m in emu_client.messages(chat_id, sender="bot")]
+from tests.payments.support import ALICE_TG, add_user, bot_texts, paid_top_up, run_jobs
 
 
 def test_top_up_notice_shows_the_new_balance(runtime, alice, emu_client):
-    _paid_top_up(runtime.engine, alice, 5000)
-    payment_id = _paid_top_up(runtime.engine, alice, 15000)
+    paid_top_up(runtime.engine, alice, 5000)
+    payment_id = paid_top_up(runtime.engine, alice, 15000)
     notify.notify_completion(runtime, payment_id)
-    assert _bot_texts(emu_client, ALICE_TG) == [
+    assert bot_texts(emu_client, ALICE_TG) == [
         "✅ Payment received: 150.00 ₽ added to your balance.\nBalance: 200.00 ₽."]
 
 
@@ -40,7 +29,7 @@ def test_premium_notice_shows_the_end_date_in_the_users_timezone(runtime, engine
     now = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
     billing.complete_payment(engine, payment_id, 19900, "RUB", "inv-1", now=now)
     notify.notify_completion(runtime, payment_id)
-    [text] = _bot_texts(emu_client, 7002)
+    [text] = bot_texts(emu_client, 7002)
     assert "01.04.2026" in text and "199.00 ₽" in text
     assert "Payment" not in text  # Russian, the user's language
 
@@ -50,12 +39,12 @@ def test_pending_or_unknown_payments_send_nothing(runtime, alice, emu_client):
                                         100, "RUB")
     notify.notify_completion(runtime, pending)
     notify.notify_completion(runtime, 424242)
-    assert _bot_texts(emu_client, ALICE_TG) == []
+    assert bot_texts(emu_client, ALICE_TG) == []
 
 
 def test_a_blocked_user_or_telegram_down_does_not_raise(runtime, alice, emu_client,
                                                         monkeypatch):
-    payment_id = _paid_top_up(runtime.engine, alice, 5000)
+    payment_id = paid_top_up(runtime.engine, alice, 5000)
     emu_client.block(ALICE_TG)
     notify.notify_completion(runtime, payment_id)  # no exception
     emu_client.unblock(ALICE_TG)
@@ -63,11 +52,11 @@ def test_a_blocked_user_or_telegram_down_does_not_raise(runtime, alice, emu_clie
     monkeypatch.setattr(runtime.sender, "_sleep", lambda seconds: None)
     emu_client.add_fault("5xx", methods=["sendMessage"], count=10)
     notify.notify_completion(runtime, payment_id)  # no exception either
-    assert _bot_texts(emu_client, ALICE_TG) == []
+    assert bot_texts(emu_client, ALICE_TG) == []
 
 
 def test_refund_notices(runtime, alice, emu_client):
-    top_up = _paid_top_up(runtime.engine, alice, 10000)
+    top_up = paid_top_up(runtime.engine, alice, 10000)
     outcome = billing.apply_refund(runtime.engine, top_up, "rf-1", 4000)
     notify.notify_refund(runtime, outcome.refund_id)
     month, _ = billing.create_payment(runtime.engine, alice, "yookassa", "subscription",
@@ -77,30 +66,30 @@ def test_refund_notices(runtime, alice, emu_client):
     notify.notify_refund(runtime, half.refund_id)
     rest = billing.apply_refund(runtime.engine, month, "rf-3", 9950)
     notify.notify_refund(runtime, rest.refund_id)
-    texts = _bot_texts(emu_client, ALICE_TG)
+    texts = bot_texts(emu_client, ALICE_TG)
     assert texts[0] == "↩️ Refund of 40.00 ₽ for a balance top-up.\nBalance: 60.00 ₽."
     assert texts[1].startswith("↩️ Refund of 99.50 ₽ for premium. Premium is now until ")
     assert texts[2] == "↩️ Refund of 99.50 ₽ for premium. Premium has ended."
 
 
 def test_webhook_notices_go_through_a_worker(runtime, alice, emu_client):
-    payment_id = _paid_top_up(runtime.engine, alice, 5000)
+    payment_id = paid_top_up(runtime.engine, alice, 5000)
     notify.enqueue_completion_notice(runtime, payment_id)
-    assert _bot_texts(emu_client, ALICE_TG) == []
+    assert bot_texts(emu_client, ALICE_TG) == []
     run_jobs(runtime)
-    assert len(_bot_texts(emu_client, ALICE_TG)) == 1
+    assert len(bot_texts(emu_client, ALICE_TG)) == 1
 
 
 def test_without_redis_the_notice_is_sent_at_once(runtime, alice, emu_client, redis_proxy,
                                                  monkeypatch):
     from habitbot.redis_client import make_redis
 
-    payment_id = _paid_top_up(runtime.engine, alice, 5000)
+    payment_id = paid_top_up(runtime.engine, alice, 5000)
     dead = make_redis(redis_proxy.url_for(runtime.settings.redis_url), timeout=0.5)
     redis_proxy.set_mode("refuse")
     monkeypatch.setattr(runtime, "redis", dead)
     notify.enqueue_completion_notice(runtime, payment_id)
-    assert len(_bot_texts(emu_client, ALICE_TG)) == 1
+    assert len(bot_texts(emu_client, ALICE_TG)) == 1
 
 
 def test_premium_date_follows_later_changes(runtime, alice, engine, emu_client):
@@ -111,5 +100,5 @@ def test_premium_date_follows_later_changes(runtime, alice, engine, emu_client):
     with engine.begin() as conn:
         conn.execute(update(User).where(User.id == alice).values(premium_ends_at=later))
     notify.notify_completion(runtime, payment_id)
-    [text] = _bot_texts(emu_client, ALICE_TG)
+    [text] = bot_texts(emu_client, ALICE_TG)
     assert notify.local_date(later, "Europe/Berlin") in text

@@ -12,19 +12,8 @@ from rq import Queue
 from habitbot.payments import notify
 from habitbot.runtime import build_runtime
 from habitbot.services import billing
-from tests.payments.support import ALICE_TG, add_user, run_jobs
+from tests.payments.support import ALICE_TG, add_user, bot_texts, paid_top_up, run_jobs
 from workers import notices, queues
-
-
-def _paid_top_up(engine, user_id: int, amount: int = 5000) -> int:
-    payment_id, _ = billing.create_payment(engine, user_id, "yookassa", "balance_topup",
-                                           amount, "RUB")
-    billing.complete_payment(engine, payment_id, amount, "RUB", f"yk-{payment_id}")
-    return payment_id
-
-
-def _bot_texts(emu_client, chat_id: int) -> list[str]:
-    return [m["text"] for m in emu_client.messages(chat_id, sender="bot")]
 
 
 def _drain_jobs(runtime) -> int:
@@ -43,14 +32,14 @@ def _wait_for(condition, what: str, timeout: float = 20.0) -> None:
 
 
 def test_a_queued_notice_is_sent_once_by_the_drain_job(runtime, alice, emu_client):
-    payment_id = _paid_top_up(runtime.engine, alice)
+    payment_id = paid_top_up(runtime.engine, alice)
     notify.enqueue_completion_notice(runtime, payment_id)
-    assert _bot_texts(emu_client, ALICE_TG) == []
+    assert bot_texts(emu_client, ALICE_TG) == []
     assert (notify.pending(runtime.redis), _drain_jobs(runtime)) == (1, 1)
     run_jobs(runtime)
     notices.sweep_payment_notices()
     run_jobs(runtime)
-    assert _bot_texts(emu_client, ALICE_TG) == [
+    assert bot_texts(emu_client, ALICE_TG) == [
         "✅ Payment received: 50.00 ₽ added to your balance.\nBalance: 50.00 ₽."]
     assert notify.pending(runtime.redis) == 0
 
@@ -58,16 +47,16 @@ def test_a_queued_notice_is_sent_once_by_the_drain_job(runtime, alice, emu_clien
 def test_a_burst_of_notices_schedules_one_drain_job(runtime, engine, emu_client):
     payers = [(7100 + i, add_user(engine, emu_client, 7100 + i)) for i in range(12)]
     for _, user_id in payers:
-        notify.enqueue_completion_notice(runtime, _paid_top_up(engine, user_id))
+        notify.enqueue_completion_notice(runtime, paid_top_up(engine, user_id))
     assert (notify.pending(runtime.redis), _drain_jobs(runtime)) == (12, 1)
     run_jobs(runtime)
-    assert [len(_bot_texts(emu_client, tg)) for tg, _ in payers] == [1] * 12
+    assert [len(bot_texts(emu_client, tg)) for tg, _ in payers] == [1] * 12
     assert notify.pending(runtime.redis) == 0
 
 
 def test_a_notice_queued_while_a_drain_lets_go_is_not_left_behind(runtime, engine, alice,
                                                                   emu_client, monkeypatch):
-    first, late = _paid_top_up(engine, alice), _paid_top_up(engine, alice)
+    first, late = paid_top_up(engine, alice), paid_top_up(engine, alice)
     notify.enqueue_completion_notice(runtime, first)
     run_through = notify._send_queued
 
@@ -84,22 +73,22 @@ def test_a_notice_queued_while_a_drain_lets_go_is_not_left_behind(runtime, engin
     monkeypatch.setattr(notify, "_send_queued", queue_one_more_at_the_end)
     done = notify.drain(runtime)
     assert (done.sent, notify.pending(runtime.redis)) == (2, 0)
-    assert len(_bot_texts(emu_client, ALICE_TG)) == 2
+    assert len(bot_texts(emu_client, ALICE_TG)) == 2
 
 
 def test_telegram_failing_keeps_the_notice_until_it_answers(runtime, alice, emu_client,
                                                             monkeypatch):
     _no_sleep(runtime, monkeypatch)
-    payment_id = _paid_top_up(runtime.engine, alice)
+    payment_id = paid_top_up(runtime.engine, alice)
     emu_client.add_fault("5xx", methods=["sendMessage"], count=100)
     notify.enqueue_completion_notice(runtime, payment_id)
     run_jobs(runtime)
-    assert _bot_texts(emu_client, ALICE_TG) == []
+    assert bot_texts(emu_client, ALICE_TG) == []
     assert notify.pending(runtime.redis) == 1
     emu_client.clear_faults()
     notices.sweep_payment_notices()  # the periodic sweep
     run_jobs(runtime)
-    assert len(_bot_texts(emu_client, ALICE_TG)) == 1
+    assert len(bot_texts(emu_client, ALICE_TG)) == 1
     assert notify.pending(runtime.redis) == 0
 
 
@@ -109,16 +98,16 @@ def test_a_failing_notice_does_not_hold_up_the_ones_behind_it(runtime, engine, a
     bob_tg = 7002
     bob = add_user(engine, emu_client, bob_tg)
     emu_client.add_fault("5xx", methods=["sendMessage"], count=5)  # the sender's retries
-    notify.enqueue_completion_notice(runtime, _paid_top_up(engine, alice))
-    notify.enqueue_completion_notice(runtime, _paid_top_up(engine, bob))
+    notify.enqueue_completion_notice(runtime, paid_top_up(engine, alice))
+    notify.enqueue_completion_notice(runtime, paid_top_up(engine, bob))
     assert notify.drain(runtime).stalled
     assert notify.drain(runtime).sent == 2  # Bob's first, then Alice's again
-    assert [len(_bot_texts(emu_client, tg)) for tg in (ALICE_TG, bob_tg)] == [1, 1]
+    assert [len(bot_texts(emu_client, tg)) for tg in (ALICE_TG, bob_tg)] == [1, 1]
 
 
 def test_a_user_who_blocked_the_bot_is_dropped_not_retried(runtime, alice, emu_client):
     emu_client.block(ALICE_TG)
-    notify.enqueue_completion_notice(runtime, _paid_top_up(runtime.engine, alice))
+    notify.enqueue_completion_notice(runtime, paid_top_up(runtime.engine, alice))
     done = notify.drain(runtime)
     assert (done.sent, done.dropped, done.stalled) == (0, 1, False)
     assert notify.pending(runtime.redis) == 0
@@ -126,7 +115,7 @@ def test_a_user_who_blocked_the_bot_is_dropped_not_retried(runtime, alice, emu_c
 
 def test_a_notice_failing_for_a_day_is_given_up(runtime, alice, emu_client, monkeypatch):
     _no_sleep(runtime, monkeypatch)
-    payment_id = _paid_top_up(runtime.engine, alice)
+    payment_id = paid_top_up(runtime.engine, alice)
     emu_client.add_fault("5xx", methods=["sendMessage"], count=100)
     two_days_ago = int(time.time()) - 2 * 24 * 3600
     notify._push(runtime.redis, f"payment:{payment_id}:{two_days_ago}")
@@ -142,7 +131,7 @@ def test_pending_and_unknown_payments_are_dropped(runtime, alice, emu_client):
     runtime.redis.lpush(notify.QUEUE_KEY, "garbage")
     done = notify.drain(runtime)
     assert (done.sent, done.dropped, notify.pending(runtime.redis)) == (0, 3, 0)
-    assert _bot_texts(emu_client, ALICE_TG) == []
+    assert bot_texts(emu_client, ALICE_TG) == []
 
 
 def test_a_drain_job_that_could_not_be_scheduled_is_scheduled_by_the_next_notice(
@@ -154,31 +143,31 @@ def test_a_drain_job_that_could_not_be_scheduled_is_scheduled_by_the_next_notice
         raise RuntimeError("queue refused")
 
     monkeypatch.setattr(notify, "_schedule_drain", refused)
-    notify.enqueue_completion_notice(runtime, _paid_top_up(runtime.engine, alice))
+    notify.enqueue_completion_notice(runtime, paid_top_up(runtime.engine, alice))
     assert (notify.pending(runtime.redis), _drain_jobs(runtime)) == (1, 0)
-    notify.enqueue_completion_notice(runtime, _paid_top_up(runtime.engine, alice))
+    notify.enqueue_completion_notice(runtime, paid_top_up(runtime.engine, alice))
     assert _drain_jobs(runtime) == 1
     run_jobs(runtime)
-    assert len(_bot_texts(emu_client, ALICE_TG)) == 2
+    assert len(bot_texts(emu_client, ALICE_TG)) == 2
 
 
 def test_a_sweep_sends_what_no_drain_job_was_scheduled_for(runtime, alice, emu_client):
-    payment_id = _paid_top_up(runtime.engine, alice)
+    payment_id = paid_top_up(runtime.engine, alice)
     runtime.redis.lpush(notify.QUEUE_KEY, f"payment:{payment_id}:{int(time.time())}")
     assert notices.sweep_payment_notices() == 1
-    assert len(_bot_texts(emu_client, ALICE_TG)) == 1
+    assert len(bot_texts(emu_client, ALICE_TG)) == 1
 
 
 def test_a_drain_hands_over_to_a_new_job_when_its_time_is_up(runtime, engine, alice,
                                                              emu_client):
     for _ in range(2):
-        notify.enqueue_completion_notice(runtime, _paid_top_up(engine, alice))
+        notify.enqueue_completion_notice(runtime, paid_top_up(engine, alice))
     Queue(queues.HIGH, connection=runtime.redis).empty()
     ticks = iter([0.0, 0.0])  # the deadline, then one notice's turn; after it the time is up
     done = notify.drain(runtime, budget=1.0, clock=lambda: next(ticks, 100.0))
     assert (done.sent, notify.pending(runtime.redis), _drain_jobs(runtime)) == (1, 1, 1)
     run_jobs(runtime)
-    assert (len(_bot_texts(emu_client, ALICE_TG)), notify.pending(runtime.redis)) == (2, 0)
+    assert (len(bot_texts(emu_client, ALICE_TG)), notify.pending(runtime.redis)) == (2, 0)
 
 
 def _drain_in_a_child(settings) -> None:
@@ -187,7 +176,7 @@ def _drain_in_a_child(settings) -> None:
 
 def test_a_drain_killed_mid_send_is_resumed_and_sends_once(runtime, alice, emu_client,
                                                            pay_settings):
-    payment_id = _paid_top_up(runtime.engine, alice)
+    payment_id = paid_top_up(runtime.engine, alice)
     notify.enqueue_completion_notice(runtime, payment_id)
     emu_client.add_fault("timeout", methods=["sendMessage"])  # the send hangs
     child = multiprocessing.get_context("spawn").Process(target=_drain_in_a_child,
@@ -204,13 +193,13 @@ def test_a_drain_killed_mid_send_is_resumed_and_sends_once(runtime, alice, emu_c
     runtime.redis.pexpire(notify.LOCK_KEY, 1)  # as when LOCK_TTL runs out
     _wait_for(lambda: not runtime.redis.exists(notify.LOCK_KEY), "the lock to expire")
     assert notify.drain(runtime).sent == 1
-    assert len(_bot_texts(emu_client, ALICE_TG)) == 1
+    assert len(bot_texts(emu_client, ALICE_TG)) == 1
     assert notify.pending(runtime.redis) == 0
 
 
 def test_a_notice_job_of_the_former_queue_still_runs(runtime, alice, emu_client):
-    payment_id = _paid_top_up(runtime.engine, alice)
+    payment_id = paid_top_up(runtime.engine, alice)
     Queue(queues.HIGH, connection=runtime.redis).enqueue(notify.notify_completion_job,
                                                          payment_id)
     run_jobs(runtime)
-    assert len(_bot_texts(emu_client, ALICE_TG)) == 1
+    assert len(bot_texts(emu_client, ALICE_TG)) == 1

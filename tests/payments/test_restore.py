@@ -37,6 +37,17 @@ def _lose(engine, payment_id: int, user_too: bool = False) -> None:
             conn.execute(delete(User).where(User.id == user_id))
 
 
+def _bob_takes_the_id(engine, emu_client, payment_id: int) -> int:
+    """Bob's new, still open payment gets the lost one's number (the restored sequence hands
+    it out again); returns Bob's user id."""
+    bob = add_user(engine, emu_client, BOB_TG)
+    with engine.begin() as conn:
+        conn.execute(insert(Payment).values(
+            id=payment_id, user_id=bob, provider="yookassa", payment_type="balance_topup",
+            amount_minor=10000, currency="RUB", idempotence_key=uuid.uuid4()))
+    return bob
+
+
 def _rows(engine) -> list[Payment]:
     with engine.connect() as conn:
         return list(conn.execute(select(Payment).order_by(Payment.id)).all())
@@ -112,11 +123,7 @@ def test_a_reused_id_never_gets_the_lost_payments_money(web, alice, engine, emu_
     payment is re-created under a new id and credited."""
     payment_id, row = _started(web.runtime, alice)
     _lose(engine, payment_id)
-    bob = add_user(engine, emu_client, BOB_TG)
-    with engine.begin() as conn:
-        conn.execute(insert(Payment).values(
-            id=payment_id, user_id=bob, provider="yookassa", payment_type="balance_topup",
-            amount_minor=10000, currency="RUB", idempotence_key=uuid.uuid4()))
+    bob = _bob_takes_the_id(engine, emu_client, payment_id)
     kassa_control.pay(row.provider_payment_id)
     kassa_control.wait_delivered(row.provider_payment_id)
     bobs = payment_row(engine, payment_id)
@@ -205,11 +212,7 @@ def test_a_refund_of_a_lost_payment_never_touches_the_row_that_reused_its_id(
     kassa_control.set_webhook(enabled=False)
     kassa_control.pay(row.provider_payment_id)
     _lose(engine, payment_id)
-    bob = add_user(engine, emu_client, BOB_TG)
-    with engine.begin() as conn:
-        conn.execute(insert(Payment).values(
-            id=payment_id, user_id=bob, provider="yookassa", payment_type="balance_topup",
-            amount_minor=10000, currency="RUB", idempotence_key=uuid.uuid4()))
+    bob = _bob_takes_the_id(engine, emu_client, payment_id)
     kassa_control.set_webhook(enabled=True)
     kassa_control.refund(row.provider_payment_id)
     kassa_control.wait_delivered(row.provider_payment_id, event="refund.succeeded")
