@@ -20,6 +20,10 @@ _SCRUBBERS = [
     (re.compile(r"\d{5,20}:[A-Za-z0-9_-]{30,}"), "<token>"),
     (re.compile(r"(://[^:/@\s]+:)[^@\s]+@"), r"\1<hidden>@"),
     (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "<card>"),
+    # PostgreSQL's DETAIL repeats the values of a refused row or key: users' texts, e-mails.
+    (re.compile(r"(Failing row contains \().*(\)\.?)$", re.MULTILINE), r"\1<hidden>\2"),
+    (re.compile(r"(Key \([^)]*\)=\().*?(\) (?:already exists|is not present|is still))"),
+     r"\1<hidden>\2"),
 ]
 
 

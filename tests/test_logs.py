@@ -97,3 +97,22 @@ def test_database_errors_never_carry_the_values_of_the_statement(engine):
         conn.execute(insert(User).values(telegram_id=4242, first_name=secret))
     assert secret not in str(failed.value)
     assert "hidden due to hide_parameters" in str(failed.value)
+
+
+def test_the_values_postgresql_repeats_in_its_detail_are_scrubbed(engine):
+    """PostgreSQL's own DETAIL quotes the refused row or key; the log keeps only its shape."""
+    logger, lines = _capture()
+    secret = "private (habit). name@example.com"
+    with engine.begin() as conn:
+        conn.execute(insert(User).values(telegram_id=987654321))
+    for values in ({"telegram_id": None, "first_name": secret},
+                   {"telegram_id": 987654321, "username": secret}):
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert(User).values(**values))
+        except IntegrityError:
+            logger.exception("could not save")
+    text = json.dumps(lines.lines)
+    assert "name@example.com" not in text and "987654321" not in text
+    assert "Failing row contains (<hidden>)" in text
+    assert "Key (telegram_id)=(<hidden>) already exists" in text
