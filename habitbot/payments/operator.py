@@ -205,9 +205,17 @@ def _ask_telegram(runtime: Runtime, row: Payment, charge_id: str | None) -> serv
         return service.Settlement("pending", row.id, detail=exc.detail or exc.code)
     except TelegramError as exc:
         return service.Settlement("unavailable", row.id, detail=str(exc))
+    return _from_stars(settled, row.id)
+
+
+def _from_stars(settled: stars.Settlement, payment_id: int | None) -> service.Settlement:
+    """The bot's Stars outcome in the terms of the other providers' settlements: anything
+    but a credit or a duplicate (a charge refunded instead) credited nothing."""
     outcome = {"credited": "credited", "duplicate": "already_final"}.get(settled.outcome,
                                                                        "mismatch")
-    return service.Settlement(outcome, row.id, settled.completion, settled.reason or "")
+    detail = settled.reason or ("" if outcome != "mismatch" else settled.outcome)
+    return service.Settlement(outcome, settled.payment_id or payment_id, settled.completion,
+                              detail)
 
 
 # ---------------------------------------------------------------- reconcile
@@ -417,29 +425,17 @@ def _settle_charge(runtime: Runtime, charge_id: str) -> service.Settlement:
         settled = stars.complete_charge(runtime, charge_id)
     except stars.StarsError as exc:
         return service.Settlement("mismatch", detail=exc.detail or exc.code)
-    outcome = {"credited": "credited", "duplicate": "already_final"}.get(settled.outcome,
-                                                                       settled.outcome)
-    return service.Settlement(outcome, settled.payment_id, settled.completion,
-                              settled.reason or "")
+    return _from_stars(settled, None)
 
 
 def _created_since(payment: YooKassaPayment, since: datetime) -> bool:
-    created = _parse_time(payment.raw.get("created_at"))
+    created = service.instant(payment.raw.get("created_at"))
     return created is None or created >= since
 
 
 def _paid_since(invoice: Invoice, since: datetime) -> bool:
-    paid = _parse_time(invoice.raw.get("paid_at") or invoice.raw.get("created_at"))
+    paid = service.instant(invoice.raw.get("paid_at") or invoice.raw.get("created_at"))
     return paid is None or paid >= since
-
-
-def _parse_time(raw: object) -> datetime | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _unknown_paid(runtime: Runtime, provider: str, provider_id: str, origin: Origin,

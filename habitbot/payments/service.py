@@ -318,7 +318,7 @@ def restore_row(runtime: Runtime, provider: str, origin: Origin, provider_id: st
             provider_payment_id=provider_id, payment_type=str(origin.payment_type),
             plan=origin.plan, amount_minor=amount_minor, currency=currency,
             description=description if isinstance(description, str) else None,
-            created_at=_instant(raw.get("created_at")))
+            created_at=instant(raw.get("created_at")))
     except BillingError as exc:
         log.error("payment could not be restored", extra={
             "provider": provider, "provider_payment_id": provider_id, "error": exc.code})
@@ -335,7 +335,9 @@ def restore_row(runtime: Runtime, provider: str, origin: Origin, provider_id: st
     return restored.payment
 
 
-def _instant(raw: object) -> datetime | None:
+def instant(raw: object) -> datetime | None:
+    """A provider's ISO 8601 time (`…Z` or with an offset); None when absent, unreadable or
+    without a zone."""
     if not isinstance(raw, str):
         return None
     try:

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from habitbot.models import Payment, User
+from habitbot.payments import service
 from habitbot.payments.origin import PLANS, Origin
 from habitbot.runtime import Runtime
 from habitbot.services import billing
@@ -215,8 +216,6 @@ def settle(runtime: Runtime, telegram_id: int, payload: str | None, currency: st
 def _restored(runtime: Runtime, origin: Origin, charge_id: str,
               total_amount: int) -> _Row | None:
     """A paid charge whose row a database restore lost: re-created from the payload."""
-    from habitbot.payments import service
-
     restored = service.restore_row(runtime, PROVIDER, origin, charge_id, total_amount,
                                    CURRENCY, {})
     return _row(runtime.engine, key=origin.key) if restored is not None else None

@@ -13,6 +13,7 @@ from habitbot.payments import notify
 from habitbot.runtime import build_runtime
 from habitbot.services import billing
 from tests.payments.support import ALICE_TG, add_user, bot_texts, paid_top_up, run_jobs
+from tests.support.polling import wait_until
 from workers import notices, queues
 
 
@@ -23,12 +24,6 @@ def _drain_jobs(runtime) -> int:
 def _no_sleep(runtime, monkeypatch) -> None:
     monkeypatch.setattr(runtime.sender, "_sleep", lambda seconds: None)
 
-
-def _wait_for(condition, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_a_queued_notice_is_sent_once_by_the_drain_job(runtime, alice, emu_client):
@@ -183,15 +178,15 @@ def test_a_drain_killed_mid_send_is_resumed_and_sends_once(runtime, alice, emu_c
                                                          args=(pay_settings,))
     child.start()
     try:
-        _wait_for(lambda: runtime.redis.llen(notify.INFLIGHT_KEY) == 1, "the send in flight")
-        _wait_for(lambda: emu_client.faults()[0]["hits"] >= 1, "Telegram holding the send")
+        wait_until(lambda: runtime.redis.llen(notify.INFLIGHT_KEY) == 1, 20.0, "the send in flight")
+        wait_until(lambda: emu_client.faults()[0]["hits"] >= 1, 20.0, "Telegram holding the send")
     finally:
         child.kill()
         child.join(10)
     emu_client.clear_faults()
     assert notify.drain(runtime).sent == 0  # its lock still stands: nothing happens
     runtime.redis.pexpire(notify.LOCK_KEY, 1)  # as when LOCK_TTL runs out
-    _wait_for(lambda: not runtime.redis.exists(notify.LOCK_KEY), "the lock to expire")
+    wait_until(lambda: not runtime.redis.exists(notify.LOCK_KEY), 20.0, "the lock to expire")
     assert notify.drain(runtime).sent == 1
     assert len(bot_texts(emu_client, ALICE_TG)) == 1
     assert notify.pending(runtime.redis) == 0
