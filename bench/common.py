@@ -273,7 +273,7 @@ def find_redis(db: int = BENCH_REDIS_DB) -> RedisTarget:
 
 # tests/conftest.py: a test session claims a block of three databases base..base+2 on the
 # private test Redis with this key in database 0, so that sessions never flush each other's.
-TEST_REDIS_BLOCKS = (1, 4, 7, 10, 13)
+TEST_REDIS_BLOCKS = tuple(range(1, 62, 3))
 TEST_REDIS_CLAIM = "habitbot-tests:claim:{base}"
 _CLAIM_URL = f"redis://127.0.0.1:{BENCH_REDIS_PORT}/0"
 _RELEASE_CLAIM = """

@@ -174,7 +174,9 @@ class RedisServer:
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--logfile", str(self.dir / "redis.log"), "--daemonize", "yes",
                 "--pidfile", str(self.dir / "redis.pid"), "--save", "",
-                "--appendonly", "yes" if self.persistent else "no"]
+                "--appendonly", "yes" if self.persistent else "no",
+                # Test sessions each claim a block of three databases (tests/conftest.py).
+                "--databases", "64"]
         result = subprocess.run(argv, capture_output=True, text=True)
         if result.returncode != 0:
             raise ServiceError(f"redis-server failed: {result.stderr.strip()[-400:]}")
