@@ -37,11 +37,16 @@ Strength (0..1), after Loop Habit Tracker. Starting from 0 at `start`, for each 
 today: score = score * m + value * (1 - m), m = 0.5 ** (sqrt(f) / 13), f = 1 for daily, k/7 for
 weekdays with k days set, n/7 for n times per week; neutral days leave the score unchanged. A
 daily habit (or weekdays with all seven set) uses the day's own value: 1 for a success, 0 for a
-failure, min(1, value/target) for `at_least`. Other schedules use Loop's rolling value:
-min(1, credits of the last 7 days / expected in those days), where credits are the values above
-summed over due days, and expected is the number of due days in the window (weekdays) or
-n * due days in the window / 7 (times_per_week). Counting expected over due days only, rather
-than Loop's fixed k or n, keeps a rest period or the first week of a habit from lowering it.
+failure, min(1, value/target) for `at_least`. Other weekday schedules use Loop's rolling value:
+min(1, credits of the last 7 days / due days in those days), where credits are the values above
+summed over due days. Counting over due days only, rather than Loop's fixed k, keeps a rest
+period or the first week of a habit from lowering it.
+A `times_per_week` habit follows the judgement its streak uses: each counted day of an ISO week
+is worth that week's value — 1 for a week that met its target, whatever the days; for a past
+week that did not, the credits of its best `target` days / target (so done / target for a
+boolean habit, and never 1). The current week leaves the score unchanged until it is met.
+Loop smooths irregular weekdays with a two-week rolling window instead, which still leaves a
+once-a-week habit done on a Monday and on the next week's Sunday short of full strength.
 
 Completion rate over the last N days (today and the N - 1 days before it): successes / due days,
 None when no day in the window was due. For `times_per_week`: successes, each ISO week's
@@ -393,15 +398,11 @@ class _Timeline:
 
     def strength(self) -> float:
         spec = self.spec
-        if spec.frequency == "weekdays":
-            frequency = spec.weekdays.bit_count() / 7
-            share = 1.0  # every due day is expected
-        elif spec.frequency == "times_per_week":
-            frequency = share = spec.times_per_week / 7
-        else:
-            frequency = share = 1.0
+        if spec.frequency == "times_per_week":
+            return self._weekly_strength()
+        frequency = spec.weekdays.bit_count() / 7 if spec.frequency == "weekdays" else 1.0
         multiplier = 0.5 ** (math.sqrt(frequency) / 13)
-        rolling = frequency < 1 or spec.frequency == "times_per_week"
+        rolling = frequency < 1
         score = credits = 0.0
         due = 0
         for i, counted in enumerate(self.counted):
@@ -412,8 +413,29 @@ class _Timeline:
                 continue
             credits += self.credit[i]
             due += 1
-            value = min(1.0, max(0.0, credits) / (due * share)) if rolling else self.credit[i]
+            value = min(1.0, max(0.0, credits) / due) if rolling else self.credit[i]
             score = score * multiplier + value * (1 - multiplier)
+        return score
+
+    def _weekly_strength(self) -> float:
+        """Every counted day of a week is worth that week's value (see the module docstring)."""
+        multiplier = 0.5 ** (math.sqrt(self.spec.times_per_week / 7) / 13)
+        current = self.today // 7
+        score = 0.0
+        for week in range(len(self.kinds) // 7):
+            counted = [i for i in range(7 * week, 7 * week + 7) if self.counted[i]]
+            if not counted:
+                continue
+            done, target = self._week(week)
+            if done >= target:
+                value = 1.0
+            elif week == current:
+                continue  # judged once it is met or over, as the streak does
+            else:
+                best = sorted((self.credit[i] for i in counted), reverse=True)[:target]
+                value = sum(best) / target
+            for _ in counted:
+                score = score * multiplier + value * (1 - multiplier)
         return score
 
     def completion(self, days: int) -> float | None:

@@ -240,12 +240,13 @@ def test_neutral_days_leave_strength_unchanged():
     assert value == pytest.approx(1 - DAILY_M ** 10, abs=1e-12)
 
 
-def test_three_a_week_strength_uses_the_rolling_seven_day_value():
+def test_three_a_week_strength_credits_each_day_by_its_weeks_judgement():
     multiplier = 0.5 ** (math.sqrt(3 / 7) / 13)
-    # credits / (3 * due days in window / 7), capped at 1, for days 0..7 with days 0 and 4 done
-    values = [1.0, 1.0, 7 / 9, 7 / 12, 14 / 15, 7 / 9, 2 / 3, 1 / 3]
+    # week 0 (days 0..6) failed with 2 of 3: each of its days is worth 2/3; week 1 (days 7, 8)
+    # has not met its target yet and, like the streak, leaves the strength where it was
     value = strength(three_a_week(), done(day(0), day(4)), [], day(8))
-    assert value == pytest.approx(loop_score(values, multiplier), abs=1e-12)
+    assert value == pytest.approx(loop_score([2 / 3] * 7, multiplier), abs=1e-12)
+    assert strength(three_a_week(), done(day(0), day(4)), [], day(13)) == value
 
 
 def test_a_three_a_week_habit_done_three_times_every_week_stays_at_full_value():
@@ -254,6 +255,93 @@ def test_a_three_a_week_habit_done_three_times_every_week_stays_at_full_value():
                                                       day(7 * week + 4))]
     value = strength(three_a_week(), checkins, [], day(139))
     assert value == pytest.approx(1 - multiplier ** 139, abs=1e-12)
+
+
+def test_a_three_a_week_habit_met_every_week_on_any_days_converges_to_full_strength():
+    multiplier = 0.5 ** (math.sqrt(3 / 7) / 13)
+    # three days a week, never the same three: the week is met, so every day counts fully
+    patterns = [(0, 1, 2), (4, 5, 6), (0, 3, 6), (1, 2, 5)]
+    checkins = [c for week in range(60)
+                for c in done(*(day(7 * week + d) for d in patterns[week % 4]))]
+    today = day(7 * 59 + 6)  # Sunday of week 59, the week already met on Saturday
+    value = strength(three_a_week(), checkins, [], today)
+    assert value == pytest.approx(1 - multiplier ** (7 * 60 - 1), abs=1e-12)
+    assert value > 0.999
+    assert streaks(three_a_week(), checkins, today) == (60, 60)
+
+
+def test_once_a_week_on_varying_days_for_four_years_is_full_strength_like_its_streak():
+    start = date(2022, 6, 6)  # a Monday
+    weeks = 209
+    # the weekday wanders: Monday, Thursday, Sunday, Wednesday, ... (3 or 10 days apart)
+    checkins = done(*(start + timedelta(days=7 * week + (week * 3) % 7) for week in range(weeks)))
+    today = start + timedelta(days=7 * weeks - 1)  # the last Sunday
+    spec = HabitSpec(start=start, frequency="times_per_week", times_per_week=1)
+    progress = summarize(spec, checkins, [], today)
+    assert (progress.current_streak, progress.best_streak) == (weeks, weeks)
+    assert progress.completion_365 == 1.0
+    assert progress.strength > 0.99
+    assert progress.strength_percent == 100
+
+
+def test_loop_reference_weekly_on_alternating_ends_of_the_week_converges_to_full():
+    # Loop's test_irregularNonDaily: once a week, on a Monday and then on the next Sunday
+    spec = HabitSpec(start=MON, frequency="times_per_week", times_per_week=1)
+    checkins = done(*(day(14 * k + d) for k in range(100) for d in (0, 13)))
+    assert strength(spec, checkins, [], day(1399)) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_loop_reference_weekly_habit_reaches_99_percent_within_nine_months():
+    # Loop's shouldAchieveHighScoreInReasonableTime: 39 weekly repetitions
+    spec = HabitSpec(start=MON, frequency="times_per_week", times_per_week=1)
+    assert strength(spec, done(*(day(7 * i) for i in range(39))), [], day(7 * 38)) > 0.99
+
+
+@pytest.mark.parametrize(("per_week", "expected"), [(3, 2 / 3), (4, 0.5)])
+def test_loop_reference_two_done_of_each_weeks_target_converges_to_their_share(per_week,
+                                                                               expected):
+    # Loop's test_imperfectNonDaily: two repetitions every week of a 3 (then 4) a week habit
+    spec = HabitSpec(start=MON, frequency="times_per_week", times_per_week=per_week)
+    checkins = done(*(day(7 * week + d) for week in range(100) for d in (0, 1)))
+    assert strength(spec, checkins, [], day(700)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_loop_reference_six_a_week_done_or_skipped_every_day_converges_to_full():
+    # Loop's test_perfectNonDailyWithSkips: done Monday to Friday, weekends skipped
+    spec = HabitSpec(start=MON, frequency="times_per_week", times_per_week=6)
+    checkins = [c for week in range(72) for c in done(*days(7 * week, 7 * week + 4))
+                + skipped(day(7 * week + 5), day(7 * week + 6))]
+    assert strength(spec, checkins, [], day(7 * 72 - 1)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_weekly_habit_that_stops_decays_week_by_week():
+    multiplier = 0.5 ** (math.sqrt(1 / 7) / 13)
+    spec = HabitSpec(start=MON, frequency="times_per_week", times_per_week=1)
+    checkins = done(*(day(7 * week + 2) for week in range(30)))  # Wednesdays, weeks 0..29
+    kept = strength(spec, checkins, [], day(7 * 30))  # Monday of week 30, not done yet
+    assert kept == pytest.approx(1 - multiplier ** 210, abs=1e-12)
+    # a week not yet lost is not a loss: the strength holds through week 30's Sunday
+    assert strength(spec, checkins, [], day(7 * 31 - 1)) == kept
+    # four weeks missed: 28 days at value 0, i.e. more than halved after about five weeks
+    faded = strength(spec, checkins, [], day(7 * 34))
+    assert faded == pytest.approx(kept * multiplier ** 28, abs=1e-12)
+    mondays = [strength(spec, checkins, [], day(7 * week)) for week in (31, 32, 33, 34, 40)]
+    assert all(later < earlier for earlier, later in zip(mondays, mondays[1:], strict=False))
+    assert strength(spec, checkins, [], day(7 * 36)) < kept / 2
+    # coming back raises it again once the week is met
+    back = checkins + done(day(7 * 34 + 1))
+    assert strength(spec, back, [], day(7 * 34 + 1)) > faded
+
+
+def test_measurable_weekly_partials_never_make_a_failed_week_full():
+    # twice a week at least 10: four halves are 2.0 of credit, but no day met the target, so
+    # the week failed and is worth its best two days, 0.5 + 0.5 out of 2
+    multiplier = 0.5 ** (math.sqrt(2 / 7) / 13)
+    spec = measurable("10", frequency="times_per_week", times_per_week=2)
+    checkins = [c for d in days(0, 3) for c in done(d, value="5")]
+    assert streaks(spec, checkins, day(7)) == (0, 0)
+    value = strength(spec, checkins, [], day(7))
+    assert value == pytest.approx(loop_score([0.5] * 7, multiplier), abs=1e-12)
 
 
 def test_weekday_strength_ignores_off_days_and_rolls_over_due_days():
@@ -268,6 +356,40 @@ def test_measurable_strength_uses_the_capped_fraction_of_the_target():
                 *done(day(3), value="0")]
     value = strength(measurable("10"), checkins, [], day(4))
     assert value == pytest.approx(loop_score([0.5, 1.0, 1.0, 0.0], DAILY_M), abs=1e-12)
+
+
+# Loop Habit Tracker's published scores (ScoreListTest), newest first, to its 1e-6
+LOOP_TWENTY_DAYS = [0.655747, 0.636894, 0.617008, 0.596033, 0.573910, 0.550574, 0.525961,
+                    0.500000, 0.472617, 0.443734, 0.413270, 0.381137, 0.347244, 0.311495,
+                    0.273788, 0.234017, 0.192067, 0.147820, 0.101149, 0.051922]
+LOOP_TWENTY_DAYS_WITH_SKIPS = [0.596033, 0.573910, 0.550574, 0.525961, 0.500000, 0.472617,
+                               0.472617, 0.443734, 0.413270, 0.381137, 0.347244, 0.347244,
+                               0.347244, 0.311495, 0.273788, 0.234017, 0.192067, 0.147820,
+                               0.101149, 0.051922]
+
+
+def test_daily_strength_matches_loops_published_scores():
+    checkins = done(*days(0, 19))
+    ours = [strength(daily(), checkins, [], day(19 - back)) for back in range(20)]
+    assert ours == pytest.approx(LOOP_TWENTY_DAYS, abs=1e-6)
+
+
+def test_daily_strength_with_skips_matches_loops_published_scores():
+    skips = {day(19 - 5), day(19 - 10), day(19 - 11)}  # Loop's offsets from today
+    checkins = done(*(d for d in days(0, 19) if d not in skips)) + skipped(*skips)
+    ours = [strength(daily(), checkins, [], day(19 - back)) for back in range(20)]
+    assert ours == pytest.approx(LOOP_TWENTY_DAYS_WITH_SKIPS, abs=1e-6)
+
+
+def test_measurable_strength_matches_loops_published_scores():
+    # NumericalAtLeastScoreListTest: twice the target every day, then half of it for 500 days
+    checkins = [c for d in days(0, 19) for c in done(d, value="20")]
+    ours = [strength(measurable("10"), checkins, [], day(19 - back)) for back in range(20)]
+    assert ours == pytest.approx(LOOP_TWENTY_DAYS, abs=1e-6)
+    halves = [c for d in days(0, 499) for c in done(d, value="5")]
+    assert strength(measurable("10"), halves, [], day(499)) == pytest.approx(0.5, abs=1e-6)
+    over = done(day(0), value="100000")
+    assert strength(measurable("10"), over, [], day(0)) == pytest.approx(0.051922, abs=1e-6)
 
 
 def test_strength_percent_rounds_halves_up():
