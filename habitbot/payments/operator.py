@@ -43,9 +43,10 @@ class OperatorError(Exception):
 # ---------------------------------------------------------------- finding the payment
 
 def locate(runtime: Runtime, provider: str, provider_id: str | None = None,
-           payment_id: int | None = None) -> Payment:
+           payment_id: int | None = None, charges: stars.Charges | None = None) -> Payment:
     """Our payment by our id or by the provider's id (asking the provider for our id in its
-    metadata or payload when our row lost the provider's id)."""
+    metadata or payload when our row lost the provider's id; `charges`: Telegram's Stars
+    transactions when the caller has them)."""
     if provider not in PROVIDERS:
         raise OperatorError(f"unknown provider {provider!r}: one of {', '.join(PROVIDERS)}")
     if payment_id is not None:
@@ -60,13 +61,14 @@ def locate(runtime: Runtime, provider: str, provider_id: str | None = None,
         raise OperatorError("give --id (the provider's payment id) or --payment (ours)")
     row = billing.find_payment(runtime.engine, provider, provider_id)
     if row is None:
-        row = _row_from_provider(runtime, provider, provider_id)
+        row = _row_from_provider(runtime, provider, provider_id, charges)
         if row is None or row.provider != provider:
             raise OperatorError(f"no {provider} payment {provider_id!r} in our database")
     return row
 
 
-def _row_from_provider(runtime: Runtime, provider: str, provider_id: str) -> Payment | None:
+def _row_from_provider(runtime: Runtime, provider: str, provider_id: str,
+                       charges: stars.Charges | None = None) -> Payment | None:
     """Our row named by the provider's record (metadata, payload). A paid payment our
     database lost — restored from an older backup — is re-created from that record, so it
     can be credited through the same exactly-once path."""
@@ -79,7 +81,7 @@ def _row_from_provider(runtime: Runtime, provider: str, provider_id: str) -> Pay
                                           payment.amount_minor, payment.currency, payment.raw)
             return row
         if provider == "stars":
-            charge = stars.find_charge(runtime, provider_id)
+            charge = stars.find_charge(runtime, provider_id, charges)
             if charge is None:
                 return None
             origin = stars.parse_origin(charge.payload, charge.telegram_id)
@@ -125,14 +127,16 @@ def complete(runtime: Runtime, provider: str, *, provider_id: str | None = None,
     provider confirmation only `force` with a `reason` credits (and records the reason)."""
     if force and not (reason and reason.strip()):
         raise OperatorError("--force needs --reason: say why the payment is credited")
-    row = locate(runtime, provider, provider_id, payment_id)
+    # Telegram's Stars transactions are paged once for the whole command.
+    charges = stars.Charges(runtime) if provider == "stars" else None
+    row = locate(runtime, provider, provider_id, payment_id, charges)
     if row.status == "succeeded" or row.status == "refunded":
         return CompleteResult(row.id, "already", f"payment {row.id} is already {row.status}; "
                               "nothing to do")
     if row.status not in billing.OPEN_STATUSES:
         raise OperatorError(f"payment {row.id} is {row.status}: it cannot be completed (the "
                             "user should pay again)")
-    said = _ask_provider(runtime, row, provider_id)
+    said = _ask_provider(runtime, row, provider_id, charges)
     if said.credited:
         notify.enqueue_completion_notice(runtime, row.id)
         return CompleteResult(row.id, "credited",
@@ -173,10 +177,10 @@ def _what(row: Payment) -> str:
         f"premium {row.plan}, {amount}"
 
 
-def _ask_provider(runtime: Runtime, row: Payment,
-                  provider_id: str | None) -> service.Settlement:
+def _ask_provider(runtime: Runtime, row: Payment, provider_id: str | None,
+                  charges: stars.Charges | None = None) -> service.Settlement:
     if row.provider == "stars":
-        return _ask_telegram(runtime, row, provider_id)
+        return _ask_telegram(runtime, row, provider_id, charges or stars.Charges(runtime))
     try:
         return service.settle_from_provider(runtime, row, provider_id)
     except (ProviderError, MalformedAnswer, MalformedInvoice) as exc:
@@ -185,7 +189,8 @@ def _ask_provider(runtime: Runtime, row: Payment,
         return service.Settlement("unavailable", row.id, detail=exc.code)
 
 
-def _ask_telegram(runtime: Runtime, row: Payment, charge_id: str | None) -> service.Settlement:
+def _ask_telegram(runtime: Runtime, row: Payment, charge_id: str | None,
+                  charges: stars.Charges) -> service.Settlement:
     """A Stars payment whose `successful_payment` we could not record: Telegram confirms the
     charge (`getStarTransactions`), then the bot's own exactly-once path credits it."""
     charge_id = charge_id or row.provider_payment_id
@@ -193,14 +198,14 @@ def _ask_telegram(runtime: Runtime, row: Payment, charge_id: str | None) -> serv
         return service.Settlement("pending", row.id, detail="give the charge id with --id "
                                   "(telegram_payment_charge_id, from the alert or the log)")
     try:
-        charge = stars.find_charge(runtime, charge_id)
+        charge = stars.find_charge(runtime, charge_id, charges)
         origin = stars.parse_origin(charge.payload) if charge else None
         if charge is None or origin is None or not (
                 origin.key == row.idempotence_key if origin.key is not None
                 else origin.payment_id == row.id):
             return service.Settlement("pending", row.id, detail=f"Telegram has no charge "
                                       f"{charge_id} for payment {row.id}")
-        settled = stars.complete_charge(runtime, charge_id)
+        settled = stars.complete_charge(runtime, charge_id, charges)
     except stars.StarsError as exc:
         return service.Settlement("pending", row.id, detail=exc.detail or exc.code)
     except TelegramError as exc:
@@ -407,22 +412,26 @@ def _paid_elsewhere(runtime: Runtime, since: datetime, known: set[tuple[str, str
                                    partial(service.settle_cryptobot, runtime, i)
                                    if fix else None)
                      for i in invoices if _paid_since(i, since))
+    # Read once: every charge below is settled from this one reading.
+    ledger = stars.Charges(runtime)
     try:
-        charges = stars.charges_since(runtime, int(since.timestamp()))
+        charges = stars.charges_since(runtime, int(since.timestamp()), ledger)
     except TelegramError as exc:
         report.provider_errors.append(f"stars getStarTransactions: {exc}")
         charges = []
     found.extend(_unknown_paid(runtime, "stars", c.charge_id,
                                stars.parse_origin(c.payload, c.telegram_id), known,
-                               partial(_settle_charge, runtime, c.charge_id) if fix else None)
+                               partial(_settle_charge, runtime, c.charge_id, ledger)
+                               if fix else None)
                  for c in charges if not c.refunded)
     return [d for d in found if d is not None]
 
 
-def _settle_charge(runtime: Runtime, charge_id: str) -> service.Settlement:
+def _settle_charge(runtime: Runtime, charge_id: str,
+                   charges: stars.Charges) -> service.Settlement:
     """A Stars charge not credited here, through the bot's own exactly-once path."""
     try:
-        settled = stars.complete_charge(runtime, charge_id)
+        settled = stars.complete_charge(runtime, charge_id, charges)
     except stars.StarsError as exc:
         return service.Settlement("mismatch", detail=exc.detail or exc.code)
     return _from_stars(settled, None)

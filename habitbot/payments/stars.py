@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -266,14 +266,13 @@ class StarCharge:
     amount: int
     payload: str | None
     refunded: bool
+    date: int = field(default=0, compare=False)  # unix time of the payment
 
 
-def _charges(runtime: Runtime, charge_id: str | None = None,
-             since: int = 0) -> list[StarCharge]:
+def _fetch(runtime: Runtime) -> dict[str, StarCharge]:
     """Incoming user payments as Telegram records them (`getStarTransactions`, every page,
-    chronological), with their refunds folded in: the only source to trust when our own
-    record of a `successful_payment` is missing. `charge_id` keeps one; `since` (unix time)
-    drops older ones."""
+    chronological), by charge id, with their refunds folded in: the only source to trust when
+    our own record of a `successful_payment` is missing."""
     found: dict[str, dict] = {}
     refunded: set[str] = set()
     offset = 0
@@ -283,7 +282,7 @@ def _charges(runtime: Runtime, charge_id: str | None = None,
         transactions = page.get("transactions") or []
         for transaction in transactions:
             tx_id = transaction.get("id")
-            if not isinstance(tx_id, str) or charge_id not in (None, tx_id):
+            if not isinstance(tx_id, str):
                 continue
             if transaction.get("source"):
                 found[tx_id] = transaction
@@ -292,33 +291,58 @@ def _charges(runtime: Runtime, charge_id: str | None = None,
         if len(transactions) < TRANSACTIONS_PAGE:
             break
         offset += TRANSACTIONS_PAGE
-    charges = []
+    charges = {}
     for tx_id, transaction in found.items():
         source = transaction["source"]
-        if source.get("type") != "user" or int(transaction.get("date") or 0) < since:
+        if source.get("type") != "user":
             continue
-        charges.append(StarCharge(tx_id, int(source["user"]["id"]), int(transaction["amount"]),
-                                  source.get("invoice_payload"), tx_id in refunded))
+        charges[tx_id] = StarCharge(tx_id, int(source["user"]["id"]),
+                                    int(transaction["amount"]), source.get("invoice_payload"),
+                                    tx_id in refunded, int(transaction.get("date") or 0))
     return charges
 
 
-def find_charge(runtime: Runtime, charge_id: str) -> StarCharge | None:
-    """What Telegram says about one charge."""
-    charges = _charges(runtime, charge_id)
-    return charges[0] if charges else None
+class Charges:
+    """Telegram's record of the bot's incoming Stars payments, read once — every page of
+    `getStarTransactions` — on first use and kept for one run of a command: a run that looks
+    at many charges (reconcile --fix, complete) pages once, not once per charge."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._by_id: dict[str, StarCharge] | None = None
+
+    def _index(self) -> dict[str, StarCharge]:
+        if self._by_id is None:
+            self._by_id = _fetch(self._runtime)
+        return self._by_id
+
+    def get(self, charge_id: str) -> StarCharge | None:
+        return self._index().get(charge_id)
+
+    def since(self, since: int) -> list[StarCharge]:
+        """Charges paid at or after `since` (unix time), refunded ones included."""
+        return [c for c in self._index().values() if c.date >= since]
 
 
-def charges_since(runtime: Runtime, since: int) -> list[StarCharge]:
+def find_charge(runtime: Runtime, charge_id: str,
+                charges: Charges | None = None) -> StarCharge | None:
+    """What Telegram says about one charge (from `charges` when the caller has them)."""
+    return (charges or Charges(runtime)).get(charge_id)
+
+
+def charges_since(runtime: Runtime, since: int,
+                  charges: Charges | None = None) -> list[StarCharge]:
     """Our invoices' charges paid at or after `since` (unix time), refunded ones included."""
-    return [c for c in _charges(runtime, since=since)
+    return [c for c in (charges or Charges(runtime)).since(since)
             if parse_origin(c.payload).payment_id is not None]
 
 
-def complete_charge(runtime: Runtime, charge_id: str) -> Settlement:
+def complete_charge(runtime: Runtime, charge_id: str,
+                    charges: Charges | None = None) -> Settlement:
     """Credit a charge the bot could not record (the database was down when the
     `successful_payment` arrived): Telegram confirms it first, then the same exactly-once
     path as the bot. StarsError `unknown_charge` or `charge_refunded` changes nothing."""
-    charge = find_charge(runtime, charge_id)
+    charge = find_charge(runtime, charge_id, charges)
     if charge is None:
         raise StarsError("unknown_charge", f"Telegram has no incoming Stars payment {charge_id}")
     if charge.refunded:

@@ -506,3 +506,42 @@ def test_reconcile_finds_stars_charges_not_credited_here(run, runtime, alice, em
     code, out, _ = run("payments", "reconcile", "--hours", "1")
     assert code == 0 and "OK: no differences" in out, out
     assert [p["refunded"] for p in emu_client.payments()] == [False, False]
+
+
+# ---------------------------------------------------------------- Stars transactions, paged once
+
+def _star_transaction_calls(emu_client) -> int:
+    return int(emu_client.stats()["requests"].get("getStarTransactions", 0))
+
+
+def test_reconcile_fix_pages_telegrams_transactions_once_for_many_charges(
+        run, runtime, alice, emu_client, monkeypatch):
+    """Six charges the bot never recorded, two per page: --fix credits each once and reads
+    Telegram's transactions once (four pages, the last one empty), not once per charge."""
+    monkeypatch.setattr(stars, "TRANSACTIONS_PAGE", 2)
+    missed = []
+    for _ in range(6):
+        payment_id, _ = billing.create_payment(runtime.engine, alice, "stars", "subscription",
+                                               billing.PRICES["month"]["XTR"], "XTR",
+                                               plan="month")
+        emu_client.pay(ALICE_TG, invoice_payload=stars.invoice_payload(payment_id),
+                       currency="XTR", total_amount=billing.PRICES["month"]["XTR"])
+        missed.append(payment_id)
+    before = _star_transaction_calls(emu_client)
+    code, out, _ = run("payments", "reconcile", "--hours", "1", "--fix")
+    assert code == 0 and out.count("[fixed: credited]") == 6, out
+    assert _star_transaction_calls(emu_client) - before == 4
+    assert {payment_row(runtime.engine, p).status for p in missed} == {"succeeded"}
+
+
+def test_complete_by_charge_id_pages_telegrams_transactions_once(run, runtime, alice,
+                                                                emu_client):
+    payment_id, _ = billing.create_payment(runtime.engine, alice, "stars", "subscription",
+                                           billing.PRICES["month"]["XTR"], "XTR", plan="month")
+    charge = emu_client.pay(ALICE_TG, invoice_payload=stars.invoice_payload(payment_id),
+                            currency="XTR", total_amount=billing.PRICES["month"]["XTR"])
+    before = _star_transaction_calls(emu_client)
+    code, out, _ = run("payments", "complete", "--provider", "stars", "--id",
+                       charge["telegram_payment_charge_id"])
+    assert code == 0 and "credited" in out, out
+    assert _star_transaction_calls(emu_client) - before == 1
