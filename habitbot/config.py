@@ -77,6 +77,10 @@ class Settings:
     payment_return_url: str | None = None
     cryptobot_accepted_assets: str = "USDT,TON,BTC,ETH,LTC,BNB,TRX,USDC"
     cryptobot_invoice_expires_in: int = 3600
+    # The poller of open payments whose webhook never came (habitbot.payments.poll): how often
+    # it runs, and how many payments one run asks the providers about at most.
+    payment_poll_interval: int = 60
+    payment_poll_batch: int = 50
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return f"Settings(telegram_api_url={self.telegram_api_url!r}, port={self.port})"
@@ -276,4 +280,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cryptobot_invoice_expires_in=_parse(env, "CRYPTOBOT_INVOICE_EXPIRES_IN",
                                             _bounded(60, 2678400), 3600,
                                             "seconds between 60 and 2678400"),
+        payment_poll_interval=_parse(env, "PAYMENT_POLL_INTERVAL", _bounded(10, 3600), 60,
+                                     "seconds between 10 and 3600"),
+        payment_poll_batch=_parse(env, "PAYMENT_POLL_BATCH", _bounded(1, 500), 50,
+                                  "a number of payments between 1 and 500"),
     )

@@ -70,6 +70,9 @@ METRICS = {m.name: m for m in (
     Metric("habitbot_payments_credited_total", "counter", "Payments credited (exactly once)",
            ("provider", "type")),
     Metric("habitbot_payments_refunded_total", "counter", "Refunds applied", ("provider",)),
+    Metric("habitbot_payment_polls_total", "counter",
+           "Open payments asked about by the poller, by outcome (credited, pending, canceled, "
+           "already_final, mismatch, unknown, unavailable, error)", ("provider", "outcome")),
     Metric("habitbot_health_check_seconds", "histogram", "Duration of each /health check",
            ("check",)),
 )}

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import redis
 from rq_scheduler import Scheduler
 
+from habitbot.config import Settings
 from habitbot.runtime import Runtime, build_runtime
 from habitbot.services import heartbeat
 from habitbot.services.guard import SchemaGuard
@@ -55,7 +56,17 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     # Payment and refund notices a lost or killed drain, or a Telegram outage, left queued.
     PeriodicJob("payment_notices", "workers.notices.sweep_payment_notices", 60,
                 queue=queues.HIGH),
+    # Asks the providers about open payments whose webhook never came; the interval is
+    # PAYMENT_POLL_INTERVAL (see periodic_jobs), the timeout workers.payment_poll.JOB_TIMEOUT.
+    PeriodicJob("payment_poll", "workers.payment_poll.tick", 60, timeout=240),
 )
+
+
+def periodic_jobs(settings: Settings) -> tuple[PeriodicJob, ...]:
+    """PERIODIC_JOBS with the intervals the settings choose."""
+    intervals = {"payment_poll": settings.payment_poll_interval}
+    return tuple(replace(job, interval=intervals.get(job.name, job.interval))
+                 for job in PERIODIC_JOBS)
 
 
 def register_periodic_jobs(scheduler: Scheduler,
@@ -146,8 +157,9 @@ def main() -> int:
     runtime.guard.start()
     monitor = HealthMonitor(HealthChecker(runtime.engine, runtime.redis), runtime.alerts).start()
     scheduler = build_scheduler(runtime)
-    register_periodic_jobs(scheduler)
-    log.info("Scheduler started", extra={"jobs": [j.job_id for j in PERIODIC_JOBS],
+    jobs = periodic_jobs(runtime.settings)
+    register_periodic_jobs(scheduler, jobs)
+    log.info("Scheduler started", extra={"jobs": [j.job_id for j in jobs],
                                          "degraded": runtime.guard.degraded})
     try:
         scheduler.run()

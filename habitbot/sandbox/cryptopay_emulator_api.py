@@ -69,12 +69,13 @@ class CryptoPayApi:
         entry = self.emulator.requests.record(
             endpoint=method, method=request.method, path=path, client_ip=request.client_ip,
             app_id=self.emulator.app_id(token))
-        response = self._process(method, token, request)
+        response = self._process(method, token, request, entry["id"])
         self.emulator.requests.update(entry["id"], status=response.status or None,
                                       fault=response.fault.mode if response.fault else None)
         return response
 
-    def _process(self, method: str, token: str | None, request: HttpRequest) -> HttpResponse:
+    def _process(self, method: str, token: str | None, request: HttpRequest,
+                 entry_id: int) -> HttpResponse:
         emulator = self.emulator
         fault = emulator.fault_for(method, after=False)
         if fault is not None:
@@ -85,6 +86,8 @@ class CryptoPayApi:
             if method not in METHODS:
                 raise CryptoPayError(405, "METHOD_NOT_FOUND")
             params = _params(request)
+            if "invoice_ids" in params:  # the request log shows which invoices were asked
+                emulator.requests.update(entry_id, invoice_ids=str(params["invoice_ids"]))
             with emulator.lock:
                 result = self._execute(method, token, params)
             response = json_response(200, {"ok": True, "result": result})

@@ -123,3 +123,34 @@ def test_definitions_lost_with_redis_are_registered_again(runtime, redis_conn):
     scheduler.enqueue_jobs()
     assert sorted(j.id for j in scheduler.get_jobs()) == sorted(
         job.job_id for job in PERIODIC_JOBS)
+
+
+def test_payment_poll_is_registered_with_the_interval_the_settings_choose(runtime, redis_conn):
+    from dataclasses import replace
+
+    from workers import payment_poll
+    from workers.scheduler import periodic_jobs
+
+    jobs = periodic_jobs(replace(runtime.settings, payment_poll_interval=120))
+    [job] = [j for j in jobs if j.name == "payment_poll"]
+    assert (job.job_id, job.func, job.interval, job.timeout) == (
+        "periodic-payment_poll", "workers.payment_poll.tick", 120, payment_poll.JOB_TIMEOUT)
+    assert payment_poll.LOCK_TTL > payment_poll.JOB_TIMEOUT
+    assert {j.name: j.interval for j in jobs if j.name != "payment_poll"} == {
+        j.name: j.interval for j in PERIODIC_JOBS if j.name != "payment_poll"}
+    scheduler = build_scheduler(runtime)
+    register_periodic_jobs(scheduler, jobs)
+    assert "periodic-payment_poll" in scheduler
+
+
+def test_payment_poll_runs_single_flight_through_a_real_rq_worker(runtime, engine, redis_conn):
+    from workers import payment_poll
+
+    queue = Queue("default", connection=redis_conn)
+    job = queue.enqueue(payment_poll.tick)
+    SimpleWorker([queue], connection=redis_conn).work(burst=True)
+    assert job.get_status() == "finished"
+    assert [(r.job_name, r.status) for r in _log(engine)] == [("payment_poll", "success")]
+    redis_conn.set("habitbot:lock:job:payment_poll", "another run")
+    assert payment_poll.tick() == 0
+    assert [r.status for r in _log(engine)] == ["success", "skipped"]
