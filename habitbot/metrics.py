@@ -52,6 +52,10 @@ METRICS = {m.name: m for m in (
     Metric("habitbot_updates_total", "counter", "Telegram updates handled by the bot",
            ("kind",)),
     Metric("habitbot_handler_errors_total", "counter", "Bot handlers that raised", ("kind",)),
+    Metric("habitbot_updates_dropped_total", "counter",
+           "Telegram updates confirmed without running a handler: throttled (a user's flood), "
+           "queue_full (the chat's queue bound), duplicate (handled before a restart), "
+           "interrupted (a stop cut its handler short)", ("reason",)),
     Metric("habitbot_job_duration_seconds", "histogram", "Periodic job run time",
            ("job", "status")),
     Metric("habitbot_job_runs_total", "counter", "Periodic job runs by outcome",

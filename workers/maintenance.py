@@ -1,4 +1,5 @@
-"""Maintenance jobs: retention of operational tables, alerts recorded late."""
+"""Maintenance jobs: retention of operational tables (the bot's record of taken updates
+included), alerts recorded late."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from sqlalchemy import delete
 
 from habitbot.models import AdminAlert, JobExecutionLog, ReminderDelivery
 from habitbot.runtime import Runtime
+from habitbot.services import updates
 from workers.periodic import run_periodic
 
 JOB_LOG_RETENTION = timedelta(days=30)
@@ -24,7 +26,8 @@ def _cleanup(runtime: Runtime) -> int:
             AdminAlert.created_at < now - ALERT_RETENTION)).rowcount
         deliveries = conn.execute(delete(ReminderDelivery).where(
             ReminderDelivery.created_at < now - DELIVERY_RETENTION)).rowcount
-    return int(jobs or 0) + int(alerts or 0) + int(deliveries or 0)
+        processed = updates.prune(conn, now)
+    return int(jobs or 0) + int(alerts or 0) + int(deliveries or 0) + processed
 
 
 def cleanup() -> int:

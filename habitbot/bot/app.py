@@ -4,7 +4,13 @@ A plain loop around `getUpdates` rather than `infinity_polling`, so that we cont
 happens between polls: a heartbeat in Redis after each successful poll (read by `/health`), a
 revoked token detected, alerted and retried slowly instead of spinning, network errors and
 Telegram outages retried with backoff until the API is back, and a clean stop on SIGTERM/SIGINT
-after the updates in hand are handled.
+after the updates in hand are handled — and confirmed to Telegram with one last getUpdates, so
+they are not delivered again after the restart.
+
+An update is confirmed only once it and every update before it is handled, and handled once
+across restarts (`bot.intake`, `services.updates`). While updates are in hand Telegram returns
+them at once to every getUpdates (the offset has not passed them): a batch of nothing new waits
+for one of them to finish (at most `REPOLL_WAIT`) instead of asking again in a tight loop.
 
 Two threads work beside the loop: one delivers the replies kept while Telegram was unreachable
 (`telegram.deferred`), one sets the command menu — retried with backoff until Telegram takes
@@ -17,16 +23,17 @@ import logging
 import random
 import signal
 import threading
-from functools import partial
 from types import FrameType
 
 import redis
 from telebot import TeleBot
 from telebot.apihelper import ApiTelegramException
 
-from habitbot.bot.dispatcher import ALLOWED_UPDATES, Dispatcher, chat_of
+from habitbot.bot.dispatcher import ALLOWED_UPDATES, Dispatcher
 from habitbot.bot.executor import ChatSerialExecutor
 from habitbot.bot.handlers.common import command_menu
+from habitbot.bot.intake import Intake
+from habitbot.bot.throttle import InboundThrottle, ThrottleLimits
 from habitbot.i18n import LANGUAGES, Translator
 from habitbot.runtime import Runtime, build_runtime
 from habitbot.services import heartbeat, timezones
@@ -43,6 +50,8 @@ UNAUTHORIZED_RETRY = 60.0
 BACKOFF_CAP = 30.0
 COMMANDS_RETRY_BASE = 5.0
 COMMANDS_RETRY_CAP = 300.0
+REPOLL_WAIT = 0.2
+STOP_DRAIN_SECONDS = 30.0
 
 
 class PollingBot:
@@ -54,8 +63,11 @@ class PollingBot:
         telebot_bridge.install(runtime.sender, self.replies)
         self.bot = TeleBot(runtime.settings.bot_token, threaded=False, parse_mode=None)
         self.dispatcher = Dispatcher(runtime, self.bot)
-        self.executor = ChatSerialExecutor(workers=4)
-        self.offset: int | None = None
+        settings = runtime.settings
+        self.executor = ChatSerialExecutor(workers=4, max_queued=settings.chat_queue_limit)
+        throttle = InboundThrottle(runtime.redis, ThrottleLimits(settings.user_update_rate,
+                                                                 settings.user_update_burst))
+        self.intake = Intake(runtime, self.bot, self.dispatcher, self.executor, throttle)
         self._failures = 0
         self._menus_set: set[str] = set()
 
@@ -114,17 +126,43 @@ class PollingBot:
         log.info("connected to the Bot API", extra={"bot_username": me.username})
         return True
 
+    @property
+    def offset(self) -> int | None:
+        """What the next getUpdates confirms: every update below it is handled."""
+        return self.intake.window.offset
+
     def poll_once(self) -> int:
-        """One long poll; returns the number of updates handled."""
+        """One long poll; returns the number of new updates taken (queued or dropped)."""
         updates = self.bot.get_updates(offset=self.offset, timeout=self.poll_timeout,
                                        allowed_updates=ALLOWED_UPDATES,
                                        long_polling_timeout=self.poll_timeout)
         self._beat()
         self._failures = 0
-        for update in updates:
-            self.offset = update.update_id + 1
-            self.executor.submit(chat_of(update), partial(self.dispatcher.handle, update))
-        return len(updates)
+        fresh = [u for u in updates if self.intake.window.take(u.update_id)]
+        for update in fresh:
+            self.intake.accept(update)
+        if updates and not fresh:  # only updates in hand: wait for one to finish
+            self.intake.window.wait_for_progress(REPOLL_WAIT)
+        return len(fresh)
+
+    def confirm_handled(self) -> bool:
+        """Tell Telegram what is handled (a getUpdates with the offset and no wait), so that
+        it is not delivered again after a restart; False when Telegram could not be told
+        (those updates come again and are recognised as handled)."""
+        offset = self.offset
+        if offset is None:
+            return True
+        try:
+            self.runtime.sender.call("getUpdates", {"offset": offset, "limit": 1,
+                                                    "timeout": 0,
+                                                    "allowed_updates": ALLOWED_UPDATES})
+        except Exception as exc:
+            log.warning("handled updates not confirmed to Telegram",
+                        extra={"offset": offset, "error": str(exc)[:200]})
+            return False
+        log.info("handled updates confirmed", extra={"offset": offset,
+                                                     "in_hand": self.intake.window.in_hand})
+        return True
 
     def _beat(self) -> None:
         try:
@@ -166,7 +204,10 @@ class PollingBot:
                 self.poll_once()
             except Exception as exc:
                 self.stopping.wait(self._on_poll_error(exc))
-        self.executor.shutdown()
+        if not self.executor.shutdown(timeout=STOP_DRAIN_SECONDS):
+            log.warning("stopping with updates still in hand: they are delivered again",
+                        extra={"in_hand": self.intake.window.in_hand})
+        self.confirm_handled()
         self.replies.stop()  # what still waits is delivered after the next start
         monitor.stop()
         log.info("bot stopped")

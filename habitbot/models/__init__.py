@@ -11,13 +11,14 @@ from habitbot.models.billing import (
     Subscription,
 )
 from habitbot.models.habits import Habit, HabitCheckin, HabitSchedule
-from habitbot.models.ops import AdminAlert, JobExecutionLog
+from habitbot.models.ops import AdminAlert, JobExecutionLog, ProcessedUpdate
 from habitbot.models.reminders import ReminderDelivery
 from habitbot.models.users import RestPeriod, User
 
 __all__ = [
     "AdminAlert", "Balance", "BalanceTransaction", "Base", "Habit", "HabitCheckin",
     "HabitSchedule", "JobExecutionLog", "Payment", "PaymentRefund", "PremiumNotice",
+    "ProcessedUpdate",
     "ReminderDelivery", "RestPeriod",
     "Subscription", "User",
 ]

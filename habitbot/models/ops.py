@@ -1,4 +1,4 @@
-"""Operational records: alerts and periodic job runs."""
+"""Operational records: alerts, periodic job runs and the updates the bot has taken."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from habitbot.models.base import Base, str_enum, utc_now_column
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
 ALERT_STATUSES = ("sent", "suppressed", "failed", "logged")
 JOB_STATUSES = ("running", "success", "failed", "skipped")
+UPDATE_STATUSES = ("handling", "handled")
 
 
 class AdminAlert(Base):
@@ -53,3 +54,22 @@ class JobExecutionLog(Base):
     items: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = utc_now_column()
+
+
+class ProcessedUpdate(Base):
+    """A Telegram update the bot has taken: claimed (`handling`) before its handler runs,
+    `handled` after. Telegram delivers an update again until a getUpdates confirms it; this
+    record is what keeps the second delivery from running the handler again
+    (`services.updates`). Kept 7 days (Telegram keeps an unconfirmed update for 24 h)."""
+
+    __tablename__ = "processed_updates"
+    __table_args__ = (Index("ix_processed_updates_claimed_at", "claimed_at"),)
+
+    # Update ids are per bot: a new BOT_TOKEN of another bot starts its own sequence.
+    bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    status: Mapped[str] = mapped_column(str_enum(*UPDATE_STATUSES, name="update_status",
+                                                 length=16), nullable=False)
+    claimed_at: Mapped[datetime] = utc_now_column()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

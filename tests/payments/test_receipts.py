@@ -249,7 +249,7 @@ def _columns(engine) -> set[str]:
 
 def test_migration_0007_adds_a_validated_nullable_column_and_reverts(scratch_engine,
                                                                      scratch_database):
-    assert run_deploy_gate(scratch_engine).current == ("0007",)
+    assert run_deploy_gate(scratch_engine).ok
     assert "receipt_email" in _columns(scratch_engine)
     with scratch_engine.connect() as conn:
         validated = conn.execute(text(
