@@ -11,6 +11,7 @@ import struct
 import zipfile
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from time import thread_time
 
 import pytest
 from sqlalchemy import func, insert, select, update
@@ -24,8 +25,10 @@ from habitbot.services.transfer import (
     TransferError,
     export_user,
     import_file,
+    reading,
     to_csv,
     to_json,
+    writing,
 )
 
 NOW = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)
@@ -398,7 +401,7 @@ def test_the_import_is_all_or_nothing(engine, alice, monkeypatch):
     def broken(conn, rows):
         raise RuntimeError("connection lost")
 
-    monkeypatch.setattr(transfer, "_insert_checkins", broken)
+    monkeypatch.setattr(writing, "_insert_checkins", broken)
     with pytest.raises(RuntimeError):
         import_file(engine, alice, "loop.zip", _loop_zip("habit_folders"), now=NOW)
     assert _row_counts(engine) == [0, 0, 0]
@@ -425,7 +428,7 @@ def _zip_lying_about_its_size() -> bytes:
 
 def _crowded_zip() -> bytes:
     return _zip({"Habits.csv": LOOP_HABITS} | {f"{n:03d} x/Checkmarks.csv": "Date,Value,Notes\n"
-                                               for n in range(1, 201)})
+                                               for n in range(1, transfer.MAX_ZIP_ENTRIES + 1)})
 
 
 def _our_json(**overrides: object) -> bytes:
@@ -446,10 +449,17 @@ def _many_checkins() -> bytes:
     return _matrix(names, days).encode()
 
 
+def _rest_periods(count: int) -> bytes:
+    day = date(2020, 1, 1)
+    periods = [{"starts_on": (day + timedelta(days=2 * n)).isoformat(),
+                "ends_on": (day + timedelta(days=2 * n)).isoformat()} for n in range(count)]
+    return _our_json(rest_periods=periods)
+
+
 REFUSED = {
     "too_large": lambda: b"Date,Read,\n" + b"2026-03-01,2,\n" * (6 * 1024 * 1024 // 14),
-    "zip_bomb": _bomb,
-    "zip_bomb-entries": _crowded_zip,
+    "zip_too_large": _bomb,
+    "zip_too_many_files": _crowded_zip,
     "bad_zip": lambda: b"PK\x03\x04" + os.urandom(2000),
     "bad_zip-lies_about_its_size": _zip_lying_about_its_size,
     "not_csv_or_zip": lambda: b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8,
@@ -459,7 +469,14 @@ REFUSED = {
     "empty-header-only": lambda: f"{LOOP_HEADER}\n".encode(),
     "empty-our-csv": lambda: ",".join(transfer.CSV_COLUMNS).encode("utf-8-sig"),
     "too_many_habits": _many_habits,
-    "too_many_rows": _many_checkins,
+    "too_many_checkins": _many_checkins,
+    "too_many_checkins-json": lambda: _our_json(habits=[{"name": "Read", "checkins": [
+        {"date": "2026-03-01", "status": "done"}] * (transfer.MAX_CHECKINS + 1)}]),
+    "too_many_habits-json": lambda: _our_json(habits=[{"name": f"h{n}"} for n in range(201)]),
+    "too_many_rest_periods": lambda: _rest_periods(transfer.MAX_REST_PERIODS + 1),
+    "too_many_rows": lambda: b"Date,Read,\n" + b"x,\n" * (transfer.MAX_ROWS + 1),
+    "too_many_columns": lambda: b"Date,Read,\n2026-03-01,2" + b"," * transfer.MAX_COLUMNS,
+    "line_too_long": lambda: b"Date,Read,\n2026-03-01,2" + b" " * transfer.MAX_LINE_CHARS,
     "bad_json": lambda: b'{"format": "habitbot-export", "version": 1, "habits": [',
     "unknown_format": lambda: b'{"habits": []}',
     "unsupported_version": lambda: _our_json(version=2),
@@ -469,7 +486,8 @@ REFUSED = {
                                                     "Date,Value,Notes\n2026-03-01,SKIP,\n"}),
     "bad_encoding-utf16": lambda: "Date,Читать,\n2026-03-01,2,\n".encode("utf-16"),
     "unknown_archive": lambda: _zip({"readme.txt": "hello"}),
-    "bad_csv": lambda: b'Date,Read,\n2026-03-01,"' + b"x" * 200_000 + b'",\n',
+    # A quoted cell of 200,000 characters over short lines.
+    "bad_csv": lambda: b'Date,Read,\n2026-03-01,"' + b"x" * 1000 + b"\nx" * 200_000 + b'",\n',
 }
 
 
@@ -485,7 +503,7 @@ def test_a_six_megabyte_file_is_refused_before_it_is_read(engine, alice, monkeyp
     def parse(*args):
         raise AssertionError("parsed a file that is too large")
 
-    monkeypatch.setattr(transfer, "_parse", parse)
+    monkeypatch.setattr(reading, "parse", parse)
     with pytest.raises(TransferError) as info:
         import_file(engine, alice, "big.csv", b"x" * (6 * 1024 * 1024), now=NOW)
     assert info.value.code == "too_large"
@@ -497,7 +515,7 @@ def test_a_zip_bomb_is_refused_without_inflating_it(engine, alice, monkeypatch):
     monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: pytest.fail("inflated"))
     with pytest.raises(TransferError) as info:
         import_file(engine, alice, "bomb.zip", bomb, now=NOW)
-    assert info.value.code == "zip_bomb"
+    assert info.value.code == "zip_too_large"
 
 
 def test_bad_dates_and_values_are_counted_not_fatal(engine, alice):
@@ -539,3 +557,119 @@ def test_hand_edited_json_keeps_the_usable_habits(engine, alice):
     assert list(_stored(engine, alice)) == ["Read"]
     assert (summary.habits_created, summary.checkins_imported, summary.rows_ignored) == (1, 1, 4)
     assert summary.warnings == ["bad_values", "invalid_habits"]
+
+
+# -- pathological files: refused within the limits, nothing written -----------------------
+def _commas_then_short_rows(commas: int, rows: int) -> bytes:
+    """One row of `commas` empty cells, then many short rows: narrowing the column width one
+    step at a time over every row was commas × rows of work."""
+    return (b"Date,Read,\n2026-03-01,2" + b"," * commas + b"\n" + b"x,1\n" * rows)
+
+
+def _wide_header(names: int, rows: int) -> bytes:
+    """`names` habit names, one row of names + 1 cells, then short rows: the habits' columns
+    were built as a names × rows table."""
+    header = "Date," + "".join(f"h{n}," for n in range(names))
+    full = "2026-03-01," + "2," * names
+    return (f"{header}\n{full}\n" + "1\n" * rows).encode()
+
+
+def _zip_bomb_of_commas() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("Habits.csv", LOOP_HABITS)
+        archive.writestr("Checkmarks.csv", _commas_then_short_rows(12 * 1024 * 1024, 1_500_000))
+    return buffer.getvalue()
+
+
+def _many_checkins_cheaply() -> bytes:
+    """900,000 check-ins in 2 MB: 100 habits marked done on 9,000 days."""
+    names = [f"h{n}" for n in range(100)]
+    days = [((date(2026, 3, 27) - timedelta(days=d)).isoformat(), *["2"] * 100)
+            for d in range(9_000)]
+    return _matrix(names, days).encode()
+
+
+PATHOLOGICAL = {
+    "line_too_long-commas": lambda: _commas_then_short_rows(3 * 1024 * 1024, 10),
+    "too_many_columns-commas": lambda: _commas_then_short_rows(60_000, 500_000),
+    "too_many_cells-commas": lambda: b"Date,Read,\n" + (b"x" + b"," * 300 + b"\n") * 12_000,
+    "too_many_habits-wide_header": lambda: _wide_header(400, 60_000),
+    "zip_ratio-commas": _zip_bomb_of_commas,
+    "too_many_checkins-in_two_megabytes": _many_checkins_cheaply,
+}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("case", sorted(PATHOLOGICAL))
+def test_pathological_files_are_refused_quickly_and_write_nothing(engine, patricia, case):
+    data = PATHOLOGICAL[case]()
+    started = thread_time()
+    with pytest.raises(TransferError) as info:
+        import_file(engine, patricia, "Checkmarks.csv", data, now=NOW)
+    assert info.value.code == case.split("-")[0]
+    assert thread_time() - started < 5
+    assert _row_counts(engine) == [0, 0, 0]
+
+
+def test_a_refusal_names_the_limit_it_hit(engine, alice):
+    with pytest.raises(TransferError) as info:
+        import_file(engine, alice, "x.csv", _commas_then_short_rows(70_000, 1), now=NOW)
+    assert (info.value.code, info.value.limit) == ("line_too_long", transfer.MAX_LINE_CHARS)
+
+
+def test_reading_is_stopped_at_its_cpu_deadline(engine, patricia):
+    data = _matrix([f"h{n}" for n in range(50)],
+                   [((date(2026, 3, 27) - timedelta(days=d)).isoformat(), *["UNKNOWN"] * 50)
+                    for d in range(2000)]).encode()
+    with pytest.raises(TransferError) as info:
+        import_file(engine, patricia, "Checkmarks.csv", data, now=NOW,
+                    budget=transfer.Budget(seconds=0.0))
+    assert (info.value.code, info.value.limit) == ("too_slow", 0)
+    assert _row_counts(engine) == [0, 0, 0]
+    assert import_file(engine, patricia, "Checkmarks.csv", data, now=NOW).habits_created == 50
+
+
+def test_an_import_cannot_take_a_user_past_the_habit_limit(engine, patricia):
+    with engine.begin() as conn:
+        conn.execute(insert(Habit), [{"user_id": patricia, "name": f"Mine {n}", "position": n}
+                                     for n in range(transfer.MAX_HABITS - 3)])
+    before = _snapshot(engine)
+
+    with pytest.raises(TransferError) as info:
+        import_file(engine, patricia, "loop.zip", _loop_zip("habit_folders"), now=NOW)
+
+    assert (info.value.code, info.value.limit) == ("too_many_habits_total", transfer.MAX_HABITS)
+    assert _snapshot(engine) == before
+    # Habits it already has do not count twice: matched ones are not new.
+    with engine.begin() as conn:
+        conn.execute(update(Habit).where(Habit.name == "Mine 0").values(name="Meditate"))
+    assert import_file(engine, patricia, "loop.zip", _loop_zip("habit_folders"),
+                       now=NOW).habits_created == 3
+
+
+def _largest_loop_export(habits: int, days: int) -> bytes:
+    """What Loop writes for `habits` habits kept `days` days: the matrix and a folder each."""
+    header = f"{LOOP_HEADER}\n" + "".join(f"{n:03d},Habit {n},YES_NO,,,1,1,#000,,,,false\n"
+                                          for n in range(1, habits + 1))
+    dates = [(date(2026, 3, 27) - timedelta(days=d)).isoformat() for d in range(days)]
+    mark = ["YES_MANUAL" if d % 20 == 0 else "UNKNOWN" for d in range(days)]
+    files = {"Habits.csv": header,
+             "Checkmarks.csv": _matrix([f"Habit {n}" for n in range(1, habits + 1)],
+                                       [(day, *[mark[d]] * habits)
+                                        for d, day in enumerate(dates)])}
+    for n in range(1, habits + 1):
+        files[f"{n:03d} Habit {n}/Checkmarks.csv"] = "Date,Value,Notes\n" + "".join(
+            f"{day},{mark[d]},\n" for d, day in enumerate(dates))
+        files[f"{n:03d} Habit {n}/Scores.csv"] = "Date,Score\n" + "".join(
+            f"{day},0.5000\n" for day in dates)
+    return _zip(files)
+
+
+@pytest.mark.timeout(60)
+def test_the_largest_real_loop_export_is_within_the_limits(engine, patricia):
+    data = _largest_loop_export(transfer.MAX_HABITS, 3650)
+
+    summary = import_file(engine, patricia, "loop.zip", data, now=NOW)
+
+    assert (summary.habits_created, summary.checkins_imported) == (200, 200 * 183)
