@@ -6,42 +6,87 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+# Pinned with hashes by `make lock` (pip-tools' pip-compile) from setup.cfg: production, and
+# production plus the test extras.
+LOCK      := requirements.lock
+TEST_LOCK := requirements-test.lock
+LOCK_VENV ?= var/lock-tools
+PIP_TOOLS := pip-tools==7.6.2
 T       ?= tests
 PYTEST_ARGS ?=
 TEST_SERVICES := test 55432 56380
 
-.PHONY: help install system-deps run test lint typecheck deploy-gate check-schema bench \
-        services-up services-down ctl clean i18n-extract i18n-update
+.PHONY: help install install-test system-deps test-system-deps lock run test lint typecheck \
+        deploy-gate check-schema bench services-up services-down ctl clean i18n-extract i18n-update
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 
-system-deps: ## install PostgreSQL, Redis, venv support and Chromium (browser tests) from apt
+# Installs the Debian packages listed in $$need (as root; says what is missing otherwise).
+APT_INSTALL = if [ -n "$$need" ]; then echo "installing:$$need"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root (or install$$need yourself)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	fi
+
+system-deps: ## install PostgreSQL, Redis and venv support from apt (what `make run` needs)
 	@need=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need="$$need postgresql"; \
 	command -v redis-server >/dev/null || need="$$need redis-server"; \
 	python3 -c 'import ensurepip, venv' 2>/dev/null || need="$$need python3-venv"; \
 	command -v psql >/dev/null || need="$$need postgresql-client"; \
+	$(APT_INSTALL)
+
+# nginx is only checked (`nginx -t`), never run: the daemon Debian starts on installing it is
+# stopped and disabled again.
+test-system-deps: system-deps ## also Chromium (browser tests), nginx and openssl (config test)
+	@need=""; \
 	test -x /usr/bin/chromium || need="$$need chromium"; \
 	test -x /usr/bin/chromedriver || need="$$need chromium-driver"; \
-	if [ -n "$$need" ]; then \
-	  echo "installing:$$need"; \
-	  if [ "$$(id -u)" != 0 ]; then echo "run as root (or install$$need yourself)"; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
-	fi
+	test -x /usr/sbin/nginx || need="$$need nginx"; \
+	command -v openssl >/dev/null || need="$$need openssl"; \
+	$(APT_INSTALL); \
+	case "$$need" in *nginx*) { systemctl disable --now nginx || service nginx stop || \
+	  /usr/sbin/nginx -s stop; } >/dev/null 2>&1 || true;; esac
 
-$(STAMP): setup.cfg pyproject.toml
+# Production dependencies only, each checked against its hash in the lock; then the project
+# itself without dependencies (built with the locked setuptools, nothing fetched unchecked).
+$(STAMP): setup.cfg pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@mkdir -p var
-	@$(PIP) install -q --upgrade pip >var/pip.log 2>&1 || { cat var/pip.log; exit 1; }
-	@$(PIP) install -q -e '.[test]' >var/pip.log 2>&1 || { cat var/pip.log; exit 1; }
-	@$(PY) -c 'import habitbot, telebot, rq_scheduler, flask, sqlalchemy, alembic, pytest' \
+	@$(PIP) install -q --require-hashes -r $(LOCK) >var/pip.log 2>&1 \
+	  || { cat var/pip.log; exit 1; }
+	@$(PIP) install -q --no-deps --no-build-isolation -e . >var/pip.log 2>&1 \
+	  || { cat var/pip.log; exit 1; }
+	@$(PY) -c 'import habitbot, telebot, rq_scheduler, flask, sqlalchemy, alembic' \
 	  || { echo "Python dependencies failed to install"; exit 1; }
 	@touch $(STAMP)
 
-install: $(STAMP) ## create the venv and install everything (idempotent)
+$(TEST_STAMP): $(STAMP) $(TEST_LOCK)
+	@$(MAKE) --no-print-directory test-system-deps
+	@$(PIP) install -q --require-hashes -r $(TEST_LOCK) >var/pip.log 2>&1 \
+	  || { cat var/pip.log; exit 1; }
+	@$(PY) -c 'import pytest, selenium, prometheus_client' \
+	  || { echo "test dependencies failed to install"; exit 1; }
+	@touch $(TEST_STAMP)
+
+install: $(STAMP) ## create the venv and install the production dependencies from the lock
+install-test: $(TEST_STAMP) ## install as above plus the test dependencies (make test does this)
+
+# pip-compile in its own venv, against the package index alone (LOCK_PIP_CONFIG: a machine's
+# pip configuration, extra indexes or constraints, must not leak into the locks).
+# Existing pins are kept unless setup.cfg needs others; U=1 upgrades every pin.
+LOCK_PIP_CONFIG ?= /dev/null
+PIP_COMPILE = PIP_CONFIG_FILE=$(LOCK_PIP_CONFIG) $(LOCK_VENV)/bin/pip-compile -q \
+	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+	--build-deps-for editable $(if $(U),--upgrade)
+lock: ## regenerate requirements.lock and requirements-test.lock from setup.cfg (U=1 upgrades)
+	@test -x $(LOCK_VENV)/bin/pip-compile || { python3 -m venv $(LOCK_VENV) && \
+	  $(LOCK_VENV)/bin/pip install -q '$(PIP_TOOLS)'; }
+	$(PIP_COMPILE) -o $(LOCK) setup.cfg
+	$(PIP_COMPILE) --extra test -c $(LOCK) -o $(TEST_LOCK) setup.cfg
 
 run: install ## run the whole stack in the foreground (a sandbox when nothing is configured)
 	@$(PY) -m habitbot.sandbox.stack
@@ -52,7 +97,7 @@ services-up: install ## start the private PostgreSQL and Redis used by the tests
 services-down: ## stop the private test PostgreSQL and Redis
 	@test -x $(PY) && $(PY) -m habitbot.sandbox.services stop $(TEST_SERVICES) || true
 
-test: install ## run the test suite (T=path for a subset) against real PostgreSQL and Redis
+test: install-test ## run the test suite (T=path for a subset) against real PostgreSQL and Redis
 	@set -o pipefail; \
 	if [ -z "$$TEST_PG_ADMIN_URL" ]; then \
 	  eval "$$($(PY) -m habitbot.sandbox.services start $(TEST_SERVICES) | sed 's/^/export /')" || exit 1; \
@@ -62,10 +107,10 @@ test: install ## run the test suite (T=path for a subset) against real PostgreSQ
 	if [ -n "$$started" ]; then $(PY) -m habitbot.sandbox.services stop $(TEST_SERVICES); fi; \
 	exit $$rc
 
-lint: install ## ruff
+lint: install-test ## ruff
 	@$(VENV)/bin/ruff check habitbot workers webhooks migrations tests drills bench
 
-typecheck: install ## mypy on the packages
+typecheck: install-test ## mypy on the packages
 	@$(VENV)/bin/mypy
 
 deploy-gate: install ## migrate to head and verify the schema (needs DATABASE_URL)
