@@ -14,6 +14,7 @@ from habitbot.runtime import Runtime
 from habitbot.services import summaries
 from habitbot.telegram.errors import TelegramError
 from habitbot.telegram.limiter import BULK
+from habitbot.telegram.limits import fit_lines
 from workers import queues
 from workers.context import job_runtime
 from workers.periodic import run_periodic
@@ -38,23 +39,27 @@ def tick() -> int:
 
 def render(language: str, lines: list[summaries.WeekLine]) -> str:
     t = Translator(language)
-    out = [t.gettext("📊 <b>Your week</b>")]
+    rows = []
     total_done = total_due = 0
     for line in lines:
         mark = "✅" if line.due and line.done >= line.due else "▫️"
         unit = (t.ngettext("{n} week", "{n} weeks", line.streak) if line.streak_unit == "weeks"
                 else t.ngettext("{n} day", "{n} days", line.streak))
-        out.append(t.gettext("{mark} {name} — {done}/{due} · 🔥 {streak}", mark=mark,
+        rows.append(t.gettext("{mark} {name} — {done}/{due} · 🔥 {streak}", mark=mark,
                              name=escape(line.name, quote=False), done=line.done,
                              due=line.due, streak=unit))
         total_done += min(line.done, line.due)
         total_due += line.due
+    tail = []
     if total_due:
-        out.append("")
-        out.append(t.gettext("Overall: {percent}% of what was planned.",
-                             percent=round(100 * total_done / total_due)))
-    out.append(t.gettext("Turn these summaries off in /settings."))
-    return "\n".join(out)
+        tail.append("")
+        tail.append(t.gettext("Overall: {percent}% of what was planned.",
+                              percent=round(100 * total_done / total_due)))
+    tail.append(t.gettext("Turn these summaries off in /settings."))
+    # Within Telegram's 4,096 characters however many habits there are.
+    head = [t.gettext("📊 <b>Your week</b>")]
+    return "\n".join(fit_lines(head, rows, tail, lambda n: t.ngettext(
+        "…and {n} more habit", "…and {n} more habits", n)))
 
 
 def send_summaries(batch: list[tuple[int, int, str, str]]) -> int:

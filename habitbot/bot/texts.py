@@ -28,6 +28,7 @@ ERRORS = {
     "archived": N_("That habit is archived. Restore it first."),
     "bad_time": N_("I could not read that time. Use 24-hour time like 08:30 or 21:00."),
     "value_out_of_range": N_("That value is out of range."),
+    "text_too_long": N_("That is too long for me: at most {limit} characters."),
     "bad_frequency": N_("I could not read that schedule. For example: daily 08:30, "
                         "mon wed fri 19:00, 3 times a week 07:00."),
 }

@@ -25,6 +25,7 @@ from habitbot.sandbox.telegram_emulator_parsers import (
 MAX_TEXT_LENGTH = 4096
 MAX_CAPTION_LENGTH = 1024
 MAX_CALLBACK_DATA_BYTES = 64
+MAX_INLINE_BUTTONS = 100  # Telegram answers "reply markup is too long" past it
 
 _BUTTON_ACTIONS = (
     "callback_data", "url", "login_url", "switch_inline_query", "switch_inline_query_current_chat",
@@ -160,6 +161,8 @@ def parse_reply_markup(value: Any) -> dict[str, Any] | None:
         raise bad_request("can't parse reply keyboard markup JSON object")
     if "inline_keyboard" in markup:
         rows = _rows(markup["inline_keyboard"], "inline_keyboard")
+        if sum(len(row) for row in rows) > MAX_INLINE_BUTTONS:
+            raise bad_request("reply markup is too long")
         return {"inline_keyboard": [[_inline_button(b) for b in row] for row in rows]}
     if "keyboard" in markup:
         _rows(markup["keyboard"], "keyboard")

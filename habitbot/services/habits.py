@@ -306,6 +306,11 @@ def _set_state(engine: Engine, user_id: int, habit_id: int, now: datetime | None
     now = now or datetime.now(UTC)
     with Session(engine, expire_on_commit=False) as conn, conn.begin():
         habit = _owned(conn, user_id, habit_id, lock=True)
+        for since in ("paused_at", "archived_at"):
+            if values.get(since) is not None and getattr(habit, since) is not None:
+                # Pausing a paused habit (archiving an archived one) changes nothing: it stays
+                # paused since when it was, and its days stay counted as they were.
+                values[since] = getattr(habit, since)
         if values.get("archived_at", habit.archived_at) is None and \
                 habit.archived_at is not None:
             # Restoring counts against the free limit like creating.
@@ -375,11 +380,14 @@ class CheckinResult:
     status: str
     value: Decimal | None
     created: bool  # False: there already was one for that day (a double tap changes nothing)
+    checked_at: datetime  # when the stored check-in was made (the first one, on a double tap)
 
 
 def check_in(engine: Engine, user_id: int, habit_id: int, day: date, status: str = "done",
-             value: Decimal | None = None, source: str = "command") -> CheckinResult:
+             value: Decimal | None = None, source: str = "command",
+             now: datetime | None = None) -> CheckinResult:
     """One check-in per habit per local day; the database refuses a second."""
+    now = now or datetime.now(UTC)
     if status not in ("done", "skipped"):
         raise HabitError("bad_status")
     if value is not None and (not value.is_finite() or value < 0 or value > TARGET_MAX):
@@ -392,13 +400,15 @@ def check_in(engine: Engine, user_id: int, habit_id: int, day: date, status: str
             value = habit.target_value
         inserted = conn.execute(insert(HabitCheckin).values(
             habit_id=habit.id, user_id=user_id, local_date=day, status=status, value=value,
-            source=source).on_conflict_do_nothing(
+            source=source, created_at=now).on_conflict_do_nothing(
             index_elements=[HabitCheckin.habit_id, HabitCheckin.local_date])
             .returning(HabitCheckin.id)).first()
-        row = conn.execute(select(HabitCheckin.status, HabitCheckin.value).where(
+        row = conn.execute(select(HabitCheckin.status, HabitCheckin.value,
+                                  HabitCheckin.created_at).where(
             HabitCheckin.habit_id == habit.id, HabitCheckin.local_date == day)).one()
         view = _view(habit, _times(conn, [habit.id])[habit.id])
-    return CheckinResult(view, day, row.status, row.value, created=inserted is not None)
+    return CheckinResult(view, day, row.status, row.value, created=inserted is not None,
+                         checked_at=row.created_at)
 
 
 def undo_check_in(engine: Engine, user_id: int, habit_id: int, day: date) -> bool:

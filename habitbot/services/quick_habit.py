@@ -16,12 +16,15 @@ from habitbot.services.habits import HabitDraft, HabitError, clean_name, parse_a
 
 _TIME_TOKEN = re.compile(
     r"^(\d{1,2}[:.h]\d{2}|\d{1,2}\s?(?:am|pm)|\d{1,2}[:.]\d{2}\s?(?:am|pm))$", re.IGNORECASE)
+# Both run on the words joined by single spaces, so every gap is one optional space: no two
+# quantifiers next to each other can share characters, and matching stays linear.
 _PER_WEEK = re.compile(
-    r"(?:^|\s)(\d)\s*(?:x|×|times?|раза?|раз)\s*(?:a|per|/|в)?\s*(?:week|wk|неделю|нед)\.?$",
+    r"(?:^| )(\d) ?(?:x|×|times?|раза?|раз)(?: ?(?:a|per|/|в))? ?(?:week|wk|неделю|нед)\.?$",
     re.IGNORECASE)
 _TARGET = re.compile(
-    r"^(?P<name>.*?)\s+(?P<most>≤|<=|max|at most|up to|не больше|не более|максимум|до)?\s*"
-    r"(?P<amount>\d+(?:[.,]\d+)?)\s*(?P<unit>[^\d\s][^\d]{0,31})?$", re.IGNORECASE)
+    r"^(?P<name>.*?) (?:(?P<most>≤|<=|max|at most|up to|не больше|не более|максимум|до) ?)?"
+    r"(?P<amount>\d+(?:[.,]\d+)?) ?(?P<unit>[^\d ][^\d]{0,31})?$", re.IGNORECASE)
+MAX_TEXT = 400  # a name of 100 characters, a target, a schedule and five times fit easily
 
 
 def _take_times(words: list[str]) -> list[time]:
@@ -63,6 +66,8 @@ def _take_frequency(words: list[str]) -> tuple[str, int, int] | None:
 
 def parse_quick(text: str) -> HabitDraft:
     """Raise HabitError (or ValueError from a malformed time) with a reason to show."""
+    if len(text) > MAX_TEXT:
+        raise HabitError("text_too_long", limit=MAX_TEXT)
     words = text.split()
     if not words:
         raise HabitError("name_empty")

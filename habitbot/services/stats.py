@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
@@ -26,20 +25,22 @@ class HabitStats:
     summary: progress.Progress
 
 
-def _local(instant: datetime | None, zone: str) -> date | None:
-    return instant.astimezone(ZoneInfo(zone)).date() if instant else None
+def start_day(habit: HabitView, zone: str, day_start_hour: int = 0) -> date:
+    """The user's day the habit was created on (their zone, their day-start hour)."""
+    return progress.local_day(habit.created_at, zone, day_start_hour)
 
 
-def spec_of(habit: HabitView, zone: str) -> progress.HabitSpec:
-    start = _local(habit.created_at, zone)
-    assert start is not None
-    paused_from = _local(habit.paused_at, zone)
+def spec_of(habit: HabitView, zone: str, day_start_hour: int = 0) -> progress.HabitSpec:
+    def local(instant: datetime | None) -> date | None:
+        return progress.local_day(instant, zone, day_start_hour) if instant else None
+
+    paused_from = local(habit.paused_at)
     return progress.HabitSpec(
-        start=start, kind=habit.kind,  # type: ignore[arg-type]
+        start=start_day(habit, zone, day_start_hour), kind=habit.kind,  # type: ignore[arg-type]
         target_value=habit.target_value,
         target_direction=habit.target_direction,  # type: ignore[arg-type]
         frequency=habit.frequency, weekdays=habit.weekdays,  # type: ignore[arg-type]
-        times_per_week=habit.times_per_week, archived_on=_local(habit.archived_at, zone),
+        times_per_week=habit.times_per_week, archived_on=local(habit.archived_at),
         paused_ranges=((paused_from, None),) if paused_from and not habit.archived else ())
 
 
@@ -47,7 +48,8 @@ def user_stats(engine: Engine, user_id: int, today: date,
                include_archived: bool = False) -> list[HabitStats]:
     habits = habits_svc.list_habits(engine, user_id, include_archived=include_archived)
     with Session(engine) as session:
-        zone = session.execute(select(User.timezone).where(User.id == user_id)).scalar_one()
+        zone, day_start_hour = session.execute(select(User.timezone, User.day_start_hour)
+                                               .where(User.id == user_id)).one()
         rows = session.execute(select(HabitCheckin.habit_id, HabitCheckin.local_date,
                                       HabitCheckin.status, HabitCheckin.value)
                                .where(HabitCheckin.user_id == user_id)).all()
@@ -59,7 +61,7 @@ def user_stats(engine: Engine, user_id: int, today: date,
         by_habit[row.habit_id].append(progress.Checkin(row.local_date, row.status, row.value))
     out: list[HabitStats] = []
     for habit in habits:
-        spec = spec_of(habit, zone)
+        spec = spec_of(habit, zone, day_start_hour)
         rest = tuple((r.starts_on, r.ends_on) for r in rests
                      if r.habit_id is None or r.habit_id == habit.id)
         checkins = tuple(sorted(by_habit[habit.id], key=lambda c: c.day))

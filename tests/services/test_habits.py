@@ -229,3 +229,64 @@ def test_quick_form_refuses_impossible_times(text):
     with pytest.raises(ValueError):
         parse_quick(text)
 
+
+
+def test_pausing_or_archiving_twice_keeps_the_first_instant(engine, alice):
+    habit = svc.create_habit(engine, alice, HabitDraft("Read"), now=NOW)
+    first = svc.pause_habit(engine, alice, habit.id, now=NOW)
+    again = svc.pause_habit(engine, alice, habit.id, now=datetime(2026, 3, 28, tzinfo=UTC))
+    assert again.paused_at == first.paused_at == NOW
+    archived = svc.archive_habit(engine, alice, habit.id, now=datetime(2026, 3, 29, tzinfo=UTC))
+    twice = svc.archive_habit(engine, alice, habit.id, now=datetime(2026, 3, 30, tzinfo=UTC))
+    assert twice.archived_at == archived.archived_at == datetime(2026, 3, 29, tzinfo=UTC)
+
+
+def test_a_check_in_records_when_it_was_made_and_a_second_tap_keeps_it(engine, alice):
+    habit = svc.create_habit(engine, alice, HabitDraft("Read"), now=NOW)
+    first = svc.check_in(engine, alice, habit.id, date(2026, 3, 27), now=NOW)
+    later = svc.check_in(engine, alice, habit.id, date(2026, 3, 27),
+                         now=datetime(2026, 3, 27, 12, 1, tzinfo=UTC))
+    assert first.created and not later.created
+    assert first.checked_at == later.checked_at == NOW
+
+
+def test_quick_form_refuses_an_over_long_text_before_parsing(engine, alice):
+    with pytest.raises(HabitError) as info:
+        parse_quick("Read " + "1 " * 100_000 + "pages")
+    assert info.value.code == "text_too_long" and info.value.params == {"limit": 400}
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("shape", ["a {}x", "a 1{}x", "a{}1 " + "y" * 40, "3x{}week"])
+def test_quick_form_patterns_stay_linear_on_adversarial_text(shape):
+    # Within the length bound every gap is one space; whatever the filling, parsing is quick
+    # (the timeout fails a pattern that backtracks over the text).
+    for filling in (" " * 390, " 1" * 190, " max" * 95, ".1" * 190, "x/" * 190):
+        text = shape.format(filling)[:400]
+        for _ in range(200):
+            try:
+                parse_quick(text)
+            except (HabitError, ValueError):
+                pass
+
+
+@pytest.mark.parametrize("text,name,value,unit,most", [
+    ("Read 20 pages", "Read", Decimal(20), "pages", False),
+    ("Coffee max 2 cups", "Coffee", Decimal(2), "cups", True),
+    ("Кофе не больше 2 чашек", "Кофе", Decimal(2), "чашек", True),
+    ("Water ≤2,5 l", "Water", Decimal("2.5"), "l", True),
+    ("Read 20pages", "Read", Decimal(20), "pages", False),
+])
+def test_quick_form_targets_read_as_before(text, name, value, unit, most):
+    draft = parse_quick(text)
+    assert (draft.name, draft.target_value, draft.target_unit) == (name, value, unit)
+    assert (draft.target_direction == "at_most") == most
+
+
+@pytest.mark.parametrize("text,count", [("Run 3x/week", 3), ("Run 3 times a week", 3),
+                                        ("Бег 3 раза в неделю", 3), ("Run 2 x per week", 2),
+                                        ("Run 4x week", 4)])
+def test_quick_form_times_a_week_read_as_before(text, count):
+    draft = parse_quick(text)
+    assert (draft.name, draft.frequency, draft.times_per_week) == (text.split()[0],
+                                                                   "times_per_week", count)

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from telebot import types
 
+from habitbot.bot import cards
 from habitbot.bot.context import Context, StaleButton, escape
 from habitbot.bot.parsing import parse_command
 from habitbot.bot.registry import registry
@@ -17,6 +18,7 @@ from habitbot.services import habits as svc
 from habitbot.services import schedules
 from habitbot.services.habits import HabitDraft, HabitError
 from habitbot.services.quick_habit import parse_quick
+from habitbot.telegram.limits import TEXT_LIMIT, visible_length
 
 NAME_STATE = "new:name"
 TARGET_STATE = "new:target"
@@ -64,11 +66,11 @@ def _create(ctx: Context, draft: HabitDraft) -> None:
         habit = svc.create_habit(ctx.runtime.engine, ctx.user.id, draft)
     except HabitError as exc:
         ctx.clear_state()
-        ctx.show(error_text(ctx, exc))
+        cards.show(ctx, error_text(ctx, exc))
         return
     ctx.clear_state()
-    ctx.show(ctx._("New habit: {habit}", habit=habit_line(ctx, habit)) + "\n\n" +
-             ctx._("Check in with /today, or from the reminder itself."))
+    cards.show(ctx, ctx._("New habit: {habit}", habit=habit_line(ctx, habit)) + "\n\n"
+               + ctx._("Check in with /today, or from the reminder itself."))
 
 
 @registry.command("new")
@@ -120,8 +122,9 @@ def choose_kind(ctx: Context, kind: str) -> None:
     if kind == "m":
         draft.kind = "measurable"
         _save(ctx, TARGET_STATE, draft)
-        ctx.show(ctx._("What is the daily target? For example: <code>20 pages</code>, "
-                       "<code>8 glasses</code>, or <code>max 2 cups</code> for a limit."))
+        cards.show(ctx, ctx._("What is the daily target? For example: <code>20 pages</code>, "
+                              "<code>8 glasses</code>, or <code>max 2 cups</code> for a "
+                              "limit."))
         return
     if kind != "b":
         raise StaleButton(kind)
@@ -156,7 +159,7 @@ def _ask_frequency(ctx: Context, draft: HabitDraft, new_message: bool = False) -
     if new_message:
         ctx.reply(text, markup)
     else:
-        ctx.show(text, markup)
+        cards.show(ctx, text, markup)
 
 
 @registry.callback("newfreq")
@@ -192,7 +195,7 @@ def choose_days(ctx: Context, mask: str, done: str = "") -> None:
     markup.add(*(ctx.button(("✅ " if value & (1 << i) else "") + ctx._(WEEKDAYS[i]),
                             "newdays", value ^ (1 << i)) for i in range(7)))
     markup.row(ctx.button(ctx._("Done"), "newdays", value, 1))
-    ctx.show(ctx._("Tap the days, then Done."), markup)
+    cards.show(ctx, ctx._("Tap the days, then Done."), markup)
 
 
 def _ask_time(ctx: Context, draft: HabitDraft) -> None:
@@ -200,8 +203,8 @@ def _ask_time(ctx: Context, draft: HabitDraft) -> None:
     markup = types.InlineKeyboardMarkup(row_width=4)
     markup.add(*(ctx.button(t, "newtime", t.replace(":", "")) for t in COMMON_TIMES))
     markup.row(ctx.button(ctx._("No reminder"), "newtime", "-"))
-    ctx.show(ctx._("When should I remind you? Tap a time or send your own, like 07:45."),
-             markup)
+    cards.show(ctx, ctx._("When should I remind you? Tap a time or send your own, like "
+                          "07:45."), markup)
 
 
 @registry.callback("newtime")
@@ -226,78 +229,89 @@ def receive_time(ctx: Context, message: types.Message) -> None:
 
 
 # -- /habits -------------------------------------------------------------------------------
-def _list(ctx: Context) -> tuple[str, types.InlineKeyboardMarkup | None]:
+def _list(ctx: Context, page: int | str = 0) -> tuple[str, types.InlineKeyboardMarkup | None]:
     assert ctx.user.id is not None
     items = svc.list_habits(ctx.runtime.engine, ctx.user.id, include_archived=True)
     if not items:
         return ctx._("You have no habits yet. Create one with /new."), None
-    lines = [ctx._("<b>Your habits</b>")]
+    title = ctx._("<b>Your habits</b>")
+    lines = [f"{number}. {habit_line(ctx, habit)}"
+             for number, habit in enumerate(items, start=1)]
+    pages = cards.paginate(lines, TEXT_LIMIT - visible_length(title) - 1)
+    shown = cards.page_number(page, len(pages))
     markup = types.InlineKeyboardMarkup()
-    for number, habit in enumerate(items, start=1):
-        lines.append(f"{number}. {habit_line(ctx, habit)}")
-        markup.row(ctx.button(f"{number}. {habit.name[:40]}", "hab", habit.id))
-    return "\n".join(lines), markup
+    for index in pages[shown]:
+        habit = items[index]
+        markup.row(ctx.button(f"{index + 1}. {habit.name[:40]}", "hab", habit.id, shown))
+    pager = cards.pager(ctx, shown, len(pages), "habs")
+    if pager:
+        markup.row(*pager)
+    return "\n".join([title, *(lines[i] for i in pages[shown])]), markup
 
 
 @registry.command("habits")
 def habits(ctx: Context, message: types.Message) -> None:
     if _storage_or_notice(ctx):
-        ctx.reply(*_list(ctx))
+        cards.send(ctx, *_list(ctx))
 
 
 @registry.callback("habs")
-def back_to_list(ctx: Context) -> None:
-    ctx.show(*_list(ctx))
+def back_to_list(ctx: Context, page: str = "0") -> None:
+    cards.show(ctx, *_list(ctx, page))
 
 
-def _card(ctx: Context, habit_id: int) -> None:
+def _card(ctx: Context, habit_id: int, page: str = "0") -> None:
+    """A habit's card; `page` is the page of the list it was opened from (for « Back)."""
     assert ctx.user.id is not None
     habit = svc.get_habit(ctx.runtime.engine, ctx.user.id, habit_id)
     markup = types.InlineKeyboardMarkup()
+
+    def act(label: str, action: str) -> types.InlineKeyboardButton:
+        return ctx.button(label, "habact", habit.id, action, page)
+
     if habit.archived:
-        markup.row(ctx.button(ctx._("♻️ Restore"), "habact", habit.id, "restore"),
-                   ctx.button(ctx._("🗑 Delete"), "habact", habit.id, "delete"))
+        markup.row(act(ctx._("♻️ Restore"), "restore"), act(ctx._("🗑 Delete"), "delete"))
     else:
-        pause = (ctx.button(ctx._("⏸ Pause"), "habact", habit.id, "pause") if habit.is_active
-                 else ctx.button(ctx._("▶️ Resume"), "habact", habit.id, "resume"))
-        markup.row(pause, ctx.button(ctx._("🗄 Archive"), "habact", habit.id, "archive"))
-        markup.row(ctx.button(ctx._("✏️ Rename"), "habact", habit.id, "rename"),
-                   ctx.button(ctx._("⏰ Schedule"), "habact", habit.id, "schedule"))
+        pause = (act(ctx._("⏸ Pause"), "pause") if habit.is_active
+                 else act(ctx._("▶️ Resume"), "resume"))
+        markup.row(pause, act(ctx._("🗄 Archive"), "archive"))
+        markup.row(act(ctx._("✏️ Rename"), "rename"), act(ctx._("⏰ Schedule"), "schedule"))
         if habit.kind == "measurable":
-            markup.row(ctx.button(ctx._("🎯 Target"), "habact", habit.id, "target"))
-        markup.row(ctx.button("⬆️", "habact", habit.id, "up"),
-                   ctx.button("⬇️", "habact", habit.id, "down"))
-        markup.row(ctx.button(ctx._("🗑 Delete"), "habact", habit.id, "delete"))
-    markup.row(ctx.button(ctx._("« Back"), "habs"))
-    ctx.show(habit_line(ctx, habit), markup)
+            markup.row(act(ctx._("🎯 Target"), "target"))
+        markup.row(act("⬆️", "up"), act("⬇️", "down"))
+        markup.row(act(ctx._("🗑 Delete"), "delete"))
+    markup.row(ctx.button(ctx._("« Back"), "habs", page))
+    cards.show(ctx, habit_line(ctx, habit), markup)
 
 
 @registry.callback("hab")
-def open_card(ctx: Context, habit_id: str) -> None:
+def open_card(ctx: Context, habit_id: str, page: str = "0") -> None:
     try:
-        _card(ctx, int(habit_id))
+        _card(ctx, int(habit_id), page)
     except HabitError as exc:
         ctx.answer(error_text(ctx, exc), alert=True)
 
 
 @registry.callback("habact")
-def habit_action(ctx: Context, habit_id: str, action: str, confirmed: str = "") -> None:
+def habit_action(ctx: Context, habit_id: str, action: str, page: str = "0",
+                 confirmed: str = "") -> None:
     assert ctx.user.id is not None
     hid, engine, uid = int(habit_id), ctx.runtime.engine, ctx.user.id
     try:
         if action == "delete" and not confirmed:
             markup = types.InlineKeyboardMarkup()
             markup.row(ctx.button(ctx._("Yes, delete it with its history"), "habact", hid,
-                                  "delete", 1),
-                       ctx.button(ctx._("No"), "hab", hid))
+                                  "delete", page, 1),
+                       ctx.button(ctx._("No"), "hab", hid, page))
             habit = svc.get_habit(engine, uid, hid)
-            ctx.show(ctx._("Delete «{name}» and all its check-ins? This cannot be undone. "
-                           "(Archiving keeps the history.)", name=escape(habit.name)), markup)
+            cards.show(ctx, ctx._("Delete «{name}» and all its check-ins? This cannot be "
+                                  "undone. (Archiving keeps the history.)",
+                                  name=escape(habit.name)), markup)
             return
         if action == "delete":
             svc.delete_habit(engine, uid, hid)
             ctx.answer(ctx._("Deleted."))
-            ctx.show(*_list(ctx))
+            cards.show(ctx, *_list(ctx, page))
             return
         if action == "rename":
             ctx.set_state(RENAME_STATE, habit_id=hid)
@@ -322,7 +336,7 @@ def habit_action(ctx: Context, habit_id: str, action: str, confirmed: str = "") 
             svc.move_habit(engine, uid, hid, -1 if action == "up" else 1)
         else:
             raise StaleButton(action)
-        _card(ctx, hid)
+        _card(ctx, hid, page)
     except HabitError as exc:
         ctx.answer(error_text(ctx, exc), alert=True)
 

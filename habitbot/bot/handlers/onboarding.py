@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from telebot import types
 
+from habitbot.bot import cards
 from habitbot.bot.context import Context, StaleButton, escape
 from habitbot.bot.handlers import timezone
 from habitbot.bot.registry import registry
@@ -30,7 +31,7 @@ def choose_language(ctx: Context, language: str) -> None:
     if ctx.limited:
         raise StaleButton("no database")
     ctx.use(set_language(ctx.runtime.engine, ctx.user.telegram_id, language))
-    ctx.show(ctx._("Language: {language}", language=LANGUAGE_NAMES[language]))
+    cards.show(ctx, ctx._("Language: {language}", language=LANGUAGE_NAMES[language]))
     timezone.ask(ctx, "onb")
 
 

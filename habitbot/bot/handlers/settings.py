@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from telebot import types
 
+from habitbot.bot import cards, clock
 from habitbot.bot.context import Context, StaleButton
 from habitbot.bot.handlers import timezone
 from habitbot.bot.handlers.onboarding import LANGUAGE_NAMES
@@ -26,7 +27,7 @@ from habitbot.services.users import (
 
 def _menu(ctx: Context) -> tuple[str, types.InlineKeyboardMarkup]:
     user = ctx.user
-    local = timezones.local_now(user.timezone).strftime("%H:%M")
+    local = timezones.local_now(user.timezone, clock.now()).strftime("%H:%M")
     text = "\n".join([
         ctx._("<b>Settings</b>"),
         ctx._("Language: {language}", language=LANGUAGE_NAMES[user.language]),
@@ -57,8 +58,7 @@ def _menu(ctx: Context) -> tuple[str, types.InlineKeyboardMarkup]:
 
 
 def send_menu(ctx: Context) -> None:
-    text, markup = _menu(ctx)
-    ctx.reply(text, markup)
+    cards.send(ctx, *_menu(ctx))
 
 
 def _require_storage(ctx: Context) -> None:
@@ -82,7 +82,7 @@ def settings(ctx: Context, message: types.Message) -> None:
 @registry.callback("setmenu")
 def back(ctx: Context) -> None:
     _require_storage(ctx)
-    ctx.show(*_menu(ctx))
+    cards.show(ctx, *_menu(ctx))
 
 
 @registry.callback("setlang")
@@ -92,18 +92,18 @@ def language_menu(ctx: Context, chosen: str | None = None) -> None:
         if chosen not in LANGUAGES:
             raise StaleButton(chosen)
         ctx.use(set_language(ctx.runtime.engine, ctx.user.telegram_id, chosen))
-        ctx.show(*_menu(ctx))
+        cards.show(ctx, *_menu(ctx))
         return
     markup = types.InlineKeyboardMarkup()
     markup.row(*(ctx.button(LANGUAGE_NAMES[c], "setlang", c) for c in LANGUAGES))
     markup.row(ctx.button(ctx._("« Back"), "setmenu"))
-    ctx.show(ctx._("Choose your language:"), markup)
+    cards.show(ctx, ctx._("Choose your language:"), markup)
 
 
 @registry.callback("settz")
 def timezone_change(ctx: Context) -> None:
     _require_storage(ctx)
-    ctx.show(ctx._("Changing the timezone."))
+    cards.show(ctx, ctx._("Changing the timezone."))
     timezone.ask(ctx, "set")
 
 
@@ -114,7 +114,7 @@ def notifications(ctx: Context, enabled: str) -> None:
         raise StaleButton(enabled)
     ctx.use(set_notifications(ctx.runtime.engine, ctx.user.telegram_id, enabled == "1"))
     ctx.answer(ctx._("Reminders on") if enabled == "1" else ctx._("Reminders off"))
-    ctx.show(*_menu(ctx))
+    cards.show(ctx, *_menu(ctx))
 
 
 @registry.callback("setday")
@@ -123,13 +123,13 @@ def day_start(ctx: Context, hour: str | None = None) -> None:
     if hour is not None:
         value = int(hour)
         ctx.use(set_day_start_hour(ctx.runtime.engine, ctx.user.telegram_id, value))
-        ctx.show(*_menu(ctx))
+        cards.show(ctx, *_menu(ctx))
         return
     markup = types.InlineKeyboardMarkup(row_width=6)
     markup.add(*(ctx.button(f"{h:02d}", "setday", h) for h in range(0, 12)))
     markup.row(ctx.button(ctx._("« Back"), "setmenu"))
-    ctx.show(ctx._("When does your day start? Check-ins before this hour count for the "
-                   "previous day."), markup)
+    cards.show(ctx, ctx._("When does your day start? Check-ins before this hour count for the "
+                          "previous day."), markup)
 
 
 @registry.callback("setrest")
@@ -147,15 +147,15 @@ def rest(ctx: Context, days: str | None = None) -> None:
             ctx.answer(ctx._("Enjoy your rest! Your streaks are kept."))
         else:
             raise StaleButton(days)
-        ctx.show(*_menu(ctx))
+        cards.show(ctx, *_menu(ctx))
         return
     markup = types.InlineKeyboardMarkup()
     markup.row(*(ctx.button(ctx.t.ngettext("{n} day", "{n} days", int(n)), "setrest", n)
                  for n in REST_CHOICES))
     markup.row(ctx.button(ctx._("End the rest now"), "setrest", 0))
     markup.row(ctx.button(ctx._("« Back"), "setmenu"))
-    ctx.show(ctx._("Rest mode: no reminders, and your streaks stay as they are. For how "
-                   "long?"), markup)
+    cards.show(ctx, ctx._("Rest mode: no reminders, and your streaks stay as they are. For how "
+                          "long?"), markup)
 
 
 @registry.callback("setsum")
@@ -164,10 +164,10 @@ def weekly_summary(ctx: Context, choice: str | None = None) -> None:
     if choice is not None:
         weekday = None if choice == "off" else int(choice)
         ctx.use(set_weekly_summary(ctx.runtime.engine, ctx.user.telegram_id, weekday))
-        ctx.show(*_menu(ctx))
+        cards.show(ctx, *_menu(ctx))
         return
     markup = types.InlineKeyboardMarkup(row_width=7)
     markup.add(*(ctx.button(ctx._(WEEKDAYS[d]), "setsum", d) for d in range(7)))
     markup.row(ctx.button(ctx._("Off"), "setsum", "off"))
     markup.row(ctx.button(ctx._("« Back"), "setmenu"))
-    ctx.show(ctx._("On which evening should I send your weekly summary?"), markup)
+    cards.show(ctx, ctx._("On which evening should I send your weekly summary?"), markup)

@@ -6,12 +6,16 @@ from datetime import timedelta
 
 from telebot import types
 
+from habitbot.bot import cards
 from habitbot.bot.context import Context, StaleButton, escape
 from habitbot.bot.handlers.today import today_for
 from habitbot.bot.heatmap_labels import render
 from habitbot.bot.registry import registry
 from habitbot.services import progress
 from habitbot.services.stats import HabitStats, user_stats
+from habitbot.telegram.limits import TEXT_LIMIT
+
+STATS_PAGE_SIZE = 5
 
 
 def _percent(value: float | None) -> str:
@@ -40,20 +44,38 @@ def habit_block(ctx: Context, item: HabitStats) -> str:
     return "\n".join(lines)
 
 
+def _page(ctx: Context, page: int | str = 0) -> tuple[str, types.InlineKeyboardMarkup | None]:
+    assert ctx.user.id is not None
+    items = user_stats(ctx.runtime.engine, ctx.user.id, today_for(ctx))
+    if not items:
+        return ctx._("No habits yet: create one with /new."), None
+    blocks = [habit_block(ctx, item) for item in items]
+    pages = cards.paginate(blocks, TEXT_LIMIT, per_page=STATS_PAGE_SIZE, separator=2)
+    shown = cards.page_number(page, len(pages))
+    markup = types.InlineKeyboardMarkup()
+    for index in pages[shown]:
+        habit = items[index].habit
+        markup.row(ctx.button(ctx._("🗓 Calendar: {name}", name=habit.name[:30]), "heat",
+                              habit.id))
+    pager = cards.pager(ctx, shown, len(pages), "stpage")
+    if pager:
+        markup.row(*pager)
+    return "\n\n".join(blocks[i] for i in pages[shown]), markup
+
+
 @registry.command("stats")
 def stats(ctx: Context, message: types.Message) -> None:
     if ctx.limited or ctx.user.id is None:
         ctx.reply(ctx._("Statistics are not available right now."))
         return
-    items = user_stats(ctx.runtime.engine, ctx.user.id, today_for(ctx))
-    if not items:
-        ctx.reply(ctx._("No habits yet: create one with /new."))
-        return
-    markup = types.InlineKeyboardMarkup()
-    for item in items:
-        markup.row(ctx.button(ctx._("🗓 Calendar: {name}", name=item.habit.name[:30]),
-                              "heat", item.habit.id))
-    ctx.reply("\n\n".join(habit_block(ctx, item) for item in items), markup)
+    cards.send(ctx, *_page(ctx))
+
+
+@registry.callback("stpage")
+def stats_page(ctx: Context, page: str) -> None:
+    if ctx.limited or ctx.user.id is None:
+        raise StaleButton("no database")
+    cards.show(ctx, *_page(ctx, page))
 
 
 @registry.callback("heat")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from telebot import types
 
+from habitbot.bot import cards, clock
 from habitbot.bot.context import Context, StaleButton, escape
 from habitbot.bot.registry import registry
 from habitbot.services import timezones
@@ -32,13 +33,13 @@ def ask(ctx: Context, flow: str) -> None:
 
 def confirm(ctx: Context, flow: str, zone: str) -> None:
     ctx.set_state(CONFIRM_STATE, flow=flow, zone=zone)
-    now = timezones.local_now(zone)
+    now = timezones.local_now(zone, clock.now())
     markup = types.InlineKeyboardMarkup()
     markup.row(ctx.button(ctx._("✅ Yes"), "tzok", flow, zone),
                ctx.button(ctx._("✏️ Change"), "tzre", flow))
-    ctx.show(ctx._("Timezone: {zone} ({offset}). Your local time is {time}. Is that right?",
-                   zone=zone, offset=timezones.format_offset(zone), time=now.strftime("%H:%M")),
-             markup)
+    text = ctx._("Timezone: {zone} ({offset}). Your local time is {time}. Is that right?",
+                 zone=zone, offset=timezones.format_offset(zone), time=now.strftime("%H:%M"))
+    cards.show(ctx, text, markup)
 
 
 def _choices(ctx: Context, flow: str, intro: str,
@@ -109,7 +110,7 @@ def pick(ctx: Context, flow: str, zone: str) -> None:
 def again(ctx: Context, flow: str) -> None:
     if ctx.conversation.state != CONFIRM_STATE:
         raise StaleButton("timezone step is over")
-    ctx.show(ctx._("Let's try again."))
+    cards.show(ctx, ctx._("Let's try again."))
     ask(ctx, _flow(flow))
 
 
@@ -126,5 +127,5 @@ def accept(ctx: Context, flow: str, zone: str) -> None:
     ctx.use(set_timezone(ctx.runtime.engine, ctx.user.telegram_id, zone,
                          complete_onboarding=(flow == "onb")))
     ctx.clear_state()
-    ctx.show(ctx._("Timezone saved: {zone}.", zone=zone))
+    cards.show(ctx, ctx._("Timezone saved: {zone}.", zone=zone))
     FINISHERS[flow](ctx)

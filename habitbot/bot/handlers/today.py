@@ -3,24 +3,28 @@ checks in; and check-ins by free text ("water 3")."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 
 from telebot import types
 
+from habitbot.bot import cards, clock
 from habitbot.bot.context import Context, StaleButton, escape
 from habitbot.bot.registry import registry
 from habitbot.bot.texts import amount, error_text
 from habitbot.services import habits as svc
-from habitbot.services.habits import HabitError, HabitView
+from habitbot.services.habits import NAME_MAX, HabitError, HabitView
 from habitbot.services.progress import local_day
+from habitbot.services.stats import start_day
+from habitbot.telegram.limits import TEXT_LIMIT, visible_length
 
-_TEXT_CHECKIN = re.compile(r"^(?P<name>.+?)\s+(?P<value>\d+(?:[.,]\d+)?)\s*$")
+# A check-in is a habit's name (or its start) and a number: anything longer is not one, and is
+# refused before any parsing.
+MAX_CHECKIN_TEXT = NAME_MAX + 40
 
 
 def today_for(ctx: Context) -> date:
-    return local_day(datetime.now(UTC), ctx.user.timezone, ctx.user.day_start_hour)
+    return local_day(clock.now(), ctx.user.timezone, ctx.user.day_start_hour)
 
 
 def _due_today(habit: HabitView, day: date) -> bool:
@@ -44,54 +48,69 @@ def _mark(status: tuple[str, Decimal | None] | None, habit: HabitView) -> str:
 
 
 def _row(ctx: Context, habit: HabitView, status: tuple[str, Decimal | None] | None,
-         day: date, is_today: bool) -> list[types.InlineKeyboardButton]:
+         day: date, is_today: bool, page: int) -> list[types.InlineKeyboardButton]:
     ordinal = day.toordinal()
     if status is None:
-        return [ctx.button(f"✅ {habit.name[:30]}", "ck", habit.id, ordinal, "d"),
-                ctx.button("⏭", "ck", habit.id, ordinal, "s")]
+        return [ctx.button(f"✅ {habit.name[:30]}", "ck", habit.id, ordinal, "d", page),
+                ctx.button("⏭", "ck", habit.id, ordinal, "s", page)]
     if is_today:  # undo is for the current day only
         return [ctx.button(ctx._("↩️ Undo: {name}", name=habit.name[:30]), "ck", habit.id,
-                           ordinal, "u")]
+                           ordinal, "u", page)]
     return []
 
 
-def render_card(ctx: Context, day: date) -> tuple[str, types.InlineKeyboardMarkup | None]:
+def _line(habit: HabitView, status: tuple[str, Decimal | None] | None) -> str:
+    value = ""
+    if habit.kind == "measurable" and status and status[1] is not None:
+        unit = f" {escape(habit.target_unit)}" if habit.target_unit else ""
+        value = f" — {amount(status[1])}/{amount(habit.target_value)}{unit}"
+    return f"{_mark(status, habit)} {escape(habit.name)}{value}"
+
+
+def _due_on(ctx: Context, day: date) -> list[HabitView]:
+    """The habits due on the user's `day` that existed by then (in the user's own days)."""
+    assert ctx.user.id is not None
+    zone, start_hour = ctx.user.timezone, ctx.user.day_start_hour
+    return [h for h in svc.list_habits(ctx.runtime.engine, ctx.user.id)
+            if _due_today(h, day) and start_day(h, zone, start_hour) <= day]
+
+
+def render_card(ctx: Context, day: date,
+                page: int | str = 0) -> tuple[str, types.InlineKeyboardMarkup | None]:
     assert ctx.user.id is not None
     current = today_for(ctx)
     is_today = day == current
-    items = [h for h in svc.list_habits(ctx.runtime.engine, ctx.user.id)
-             if _due_today(h, day) and (is_today or h.created_at.date() <= day)]
-    markup = types.InlineKeyboardMarkup()
-    switch = (ctx.button(ctx._("◀️ Yesterday"), "tdday", day.toordinal() - 1) if is_today
-              else ctx.button(ctx._("Today ▶️"), "tdday", current.toordinal()))
+    items = _due_on(ctx, day)
     if not items:
         return ctx._("Nothing due today. Create a habit with /new."), None
     done = svc.checkins_for_day(ctx.runtime.engine, ctx.user.id, day)
     title = (ctx._("<b>Today, {date}</b>", date=day.strftime("%d.%m")) if is_today
              else ctx._("<b>Yesterday, {date}</b>", date=day.strftime("%d.%m")))
-    lines = [title]
-    for habit in items:
-        status = done.get(habit.id)
-        value = ""
-        if habit.kind == "measurable" and status and status[1] is not None:
-            unit = f" {escape(habit.target_unit)}" if habit.target_unit else ""
-            value = f" — {amount(status[1])}/{amount(habit.target_value)}{unit}"
-        lines.append(f"{_mark(status, habit)} {escape(habit.name)}{value}")
-        row = _row(ctx, habit, status, day, is_today)
+    lines = [_line(habit, done.get(habit.id)) for habit in items]
+    pages = cards.paginate(lines, TEXT_LIMIT - visible_length(title) - 1)
+    number = cards.page_number(page, len(pages))
+    markup = types.InlineKeyboardMarkup()
+    for index in pages[number]:
+        row = _row(ctx, items[index], done.get(items[index].id), day, is_today, number)
         if row:
             markup.row(*row)
-    markup.row(switch)
-    return "\n".join(lines), markup
+    pager = cards.pager(ctx, number, len(pages), "tdday", day.toordinal())
+    if pager:
+        markup.row(*pager)
+    markup.row(ctx.button(ctx._("◀️ Yesterday"), "tdday", day.toordinal() - 1) if is_today
+               else ctx.button(ctx._("Today ▶️"), "tdday", current.toordinal()))
+    return "\n".join([title, *(lines[i] for i in pages[number])]), markup
 
 
 @registry.callback("tdday")
-def switch_day(ctx: Context, ordinal: str) -> None:
+def switch_day(ctx: Context, ordinal: str, page: str = "0") -> None:
+    """Today or yesterday, on a page of the card."""
     if ctx.limited or ctx.user.id is None:
         raise StaleButton("no database")
     day = date.fromordinal(int(ordinal))
     if (today_for(ctx) - day).days not in (0, 1):
         raise StaleButton("only today and yesterday")
-    ctx.show(*render_card(ctx, day))
+    cards.show(ctx, *render_card(ctx, day, page))
 
 
 @registry.command("today")
@@ -99,11 +118,11 @@ def today(ctx: Context, message: types.Message) -> None:
     if ctx.limited or ctx.user.id is None:
         ctx.reply(ctx._("Habits are not available right now."))
         return
-    ctx.reply(*render_card(ctx, today_for(ctx)))
+    cards.send(ctx, *render_card(ctx, today_for(ctx)))
 
 
 @registry.callback("ck")
-def check(ctx: Context, habit_id: str, ordinal: str, action: str) -> None:
+def check(ctx: Context, habit_id: str, ordinal: str, action: str, page: str = "0") -> None:
     if ctx.limited or ctx.user.id is None:
         raise StaleButton("no database")
     day = date.fromordinal(int(ordinal))
@@ -119,34 +138,52 @@ def check(ctx: Context, habit_id: str, ordinal: str, action: str) -> None:
             ctx.answer(ctx._("Undone."))
         elif action in ("d", "s"):
             result = svc.check_in(engine, uid, hid, day, "done" if action == "d" else "skipped",
-                                  source="today")
+                                  source="today", now=clock.now())
             if not result.created:
                 ctx.answer(ctx._("Already checked in."))
         else:
             raise StaleButton(action)
     except HabitError as exc:
         ctx.answer(error_text(ctx, exc), alert=True)
-    ctx.show(*render_card(ctx, day))
+    cards.show(ctx, *render_card(ctx, day, page))
+
+
+def parse_checkin(text: str) -> tuple[str, Decimal] | None:
+    """('water', 3) for 'water 3': the last word a number (3, 2.5 or 2,5), the words before it
+    a name. Split on whitespace, not matched by a pattern: linear in the text."""
+    words = text.split()
+    if len(words) < 2:
+        return None
+    whole, separator, fraction = words[-1].replace(",", ".").partition(".")
+    if not (whole.isascii() and whole.isdigit()):
+        return None
+    if separator and not (fraction.isascii() and fraction.isdigit()):
+        return None
+    return " ".join(words[:-1]), Decimal(f"{whole}.{fraction}" if separator else whole)
 
 
 def text_checkin(ctx: Context, message: types.Message) -> bool:
     """'water 3' checks in 3 for the habit whose name starts with 'water'. True if handled."""
     if ctx.limited or ctx.user.id is None:
         return False
-    match = _TEXT_CHECKIN.match((message.text or "").strip())
-    if not match:
+    text = message.text or ""
+    if len(text) > MAX_CHECKIN_TEXT:
+        ctx.reply(ctx._("That message is too long for me: a check-in is a habit's name and a "
+                        "number, for example «water 3». Send /help to see what I can do."))
+        return True
+    parsed = parse_checkin(text)
+    if parsed is None:
         return False
-    wanted = match.group("name").casefold()
+    wanted = parsed[0].casefold()
     candidates = [h for h in svc.list_habits(ctx.runtime.engine, ctx.user.id)
                   if h.is_active and h.name.casefold().startswith(wanted)]
     if len(candidates) != 1:
         return False
     habit = candidates[0]
-    value = Decimal(match.group("value").replace(",", "."))
     day = today_for(ctx)
     try:
-        result = svc.check_in(ctx.runtime.engine, ctx.user.id, habit.id, day, "done", value,
-                              source="text")
+        result = svc.check_in(ctx.runtime.engine, ctx.user.id, habit.id, day, "done",
+                              parsed[1], source="text", now=clock.now())
     except HabitError as exc:
         ctx.reply(error_text(ctx, exc))
         return True
