@@ -60,6 +60,8 @@ $(STAMP): setup.cfg pyproject.toml $(LOCK)
 	  || { cat var/pip.log; exit 1; }
 	@$(PIP) install -q --no-deps --no-build-isolation -e . >var/pip.log 2>&1 \
 	  || { cat var/pip.log; exit 1; }
+	@$(PIP) check >var/pip.log 2>&1 \
+	  || { cat var/pip.log; echo "setup.cfg needs what $(LOCK) lacks: run make lock"; exit 1; }
 	@$(PY) -c 'import habitbot, telebot, rq_scheduler, flask, sqlalchemy, alembic' \
 	  || { echo "Python dependencies failed to install"; exit 1; }
 	@touch $(STAMP)

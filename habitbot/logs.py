@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message",
@@ -80,3 +82,40 @@ def setup_logging(program: str, level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if program != "cli":  # the schema check reads the revision every minute: not news
         logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+
+
+class Throttled:
+    """A log line that repeats (one per refused request, say) written at most once per
+    `interval` seconds per key in this process; the next line says how many were left out
+    (`repeated`), so a flood of bad requests costs a few lines a minute, not one each."""
+
+    _all: list[Throttled] = []
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0, max_keys: int = 1000):
+        Throttled._all.append(self)
+        self._log = logger
+        self._interval = interval
+        self._max_keys = max_keys
+        self._last: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, key: str, message: str, **extra: object) -> bool:
+        """Logs `message` unless `key` was logged in the last interval; True when written."""
+        now = time.monotonic()
+        with self._lock:
+            written_at, left_out = self._last.get(key, (float("-inf"), 0))
+            if now - written_at < self._interval:
+                self._last[key] = (written_at, left_out + 1)
+                return False
+            if key not in self._last and len(self._last) >= self._max_keys:
+                self._last.clear()  # bounded: many keys means a line each anyway
+            self._last[key] = (now, 0)
+        self._log.log(level, message, extra={**extra, "repeated": left_out})
+        return True
+
+    @classmethod
+    def reset_all(cls) -> None:
+        """Forget what was logged (tests: each starts with a quiet slate)."""
+        for throttled in cls._all:
+            with throttled._lock:
+                throttled._last.clear()

@@ -79,6 +79,14 @@ METRICS = {m.name: m for m in (
            "already_final, mismatch, unknown, unavailable, error)", ("provider", "outcome")),
     Metric("habitbot_health_check_seconds", "histogram", "Duration of each /health check",
            ("check",)),
+    Metric("habitbot_alerts_total", "counter",
+           "Operator alerts by status: sent, logged, failed, suppressed (inside the cooldown: "
+           "counted here, not stored)", ("status",)),
+    Metric("habitbot_alert_records_dropped_total", "counter",
+           "Alert records dropped because the waiting list (database down) was full"),
+    Metric("habitbot_admin_logins_total", "counter",
+           "/admin login attempts by outcome: ok, wrong_token, expired_form, "
+           "limited_address, limited_global", ("outcome",)),
 )}
 
 

@@ -1,13 +1,20 @@
 """Operator alerts: severity, component, message, fingerprint and a cooldown.
 
-The same fingerprint is delivered at most once per cooldown (a Redis key shared by every
-process; a per-process memory when Redis is down). A delivery that fails gives the cooldown
-back, so the next occurrence is delivered — after `FAILURE_BACKOFF_SECONDS` when Telegram could
-not take it (network, 5xx, 429) or the alert is about Telegram being unreachable: an outage
-must not turn every failed call into another alert that waits out the sender's retries.
+The same fingerprint is delivered at most once per cooldown. The cooldown is checked before
+anything is written: a Redis key shared by every process (`SET NX` with the cooldown as its
+TTL); when Redis is down, this process's memory and then the last `admin_alerts` row of that
+fingerprint. A delivery that fails gives the cooldown back, so the next occurrence is
+delivered — after `FAILURE_BACKOFF_SECONDS` when Telegram could not take it (network, 5xx, 429)
+or the alert is about Telegram being unreachable: an outage must not turn every failed call
+into another alert that waits out the sender's retries.
 
-Every alert, delivered or suppressed, is recorded in `admin_alerts`; when the database is down
-the record waits in Redis (or memory) and `flush_pending()` writes it once the database is
+An alert that goes out (sent, logged without ALERT_CHAT_ID, or failed) is recorded in
+`admin_alerts`; one inside the cooldown (suppressed) writes nothing: it is counted in
+`habitbot_alerts_total{status="suppressed"}` and logged at most once a minute per fingerprint,
+so a flood of refused requests that each raise an alert costs one row per cooldown. When the
+database is down the record waits in Redis (or memory), at most `MAX_UNRECORDED` of them (the
+first ones of an outage are kept; what is dropped is counted in
+`habitbot_alert_records_dropped_total`), and `flush_pending()` writes them once the database is
 back, so an alert about the database itself still goes out and is recorded later.
 """
 
@@ -21,19 +28,23 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import redis
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from habitbot import metrics
+from habitbot.logs import Throttled
 from habitbot.models import AdminAlert
 from habitbot.redis_client import KEY_PREFIX
 from habitbot.telegram.errors import TelegramError
 
 log = logging.getLogger(__name__)
+quiet = Throttled(log)
 
 PENDING_KEY = f"{KEY_PREFIX}alerts:unrecorded"
+MAX_UNRECORDED = 1000
 MAX_TEXT = 3900
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
 COOLDOWN_PREFIX = f"{KEY_PREFIX}alert:cooldown:"
@@ -51,6 +62,15 @@ else
 end
 return 1
 """
+
+# Push a record to the waiting list unless it is full; 1 when pushed, 0 when dropped.
+_PUSH_BOUNDED = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+return 1
+"""
+# Statuses whose rows mean "this fingerprint went out": the database fallback of the cooldown.
+_WENT_OUT = ("sent", "logged")
 
 Deliver = Callable[[int, str], None]
 
@@ -78,14 +98,17 @@ class AlertService:
         self._chat_id = chat_id
         self._cooldown = cooldown_seconds
         self._local_cooldowns: dict[str, float] = {}
-        self._local_pending: deque[dict] = deque(maxlen=1000)
+        self._local_pending: deque[dict] = deque()
         self._lock = threading.Lock()
         self._release_script = (redis_conn.register_script(_RELEASE)
                                 if redis_conn is not None else None)
+        self._push_script = (redis_conn.register_script(_PUSH_BOUNDED)
+                             if redis_conn is not None else None)
 
     def raise_alert(self, severity: str, component: str, message: str,
                     fingerprint: str | None = None) -> Alert:
-        """Deliver (unless inside the cooldown), log and record; never raises."""
+        """Deliver, log and record — or, inside the cooldown, only count (and now and then
+        log) it; never raises."""
         if severity not in SEVERITIES:
             raise ValueError(f"unknown severity {severity!r}")
         alert = Alert(severity, component, message, fingerprint or f"{component}:{message}"[:200],
@@ -102,11 +125,19 @@ class AlertService:
                 backoff = FAILURE_BACKOFF_SECONDS if (
                     failure.transient or alert.fingerprint == TELEGRAM_UNREACHABLE) else 0
                 self._release_cooldown(alert.fingerprint, claim, backoff)
-        level = logging.INFO if alert.status == "suppressed" else logging.WARNING
-        log.log(level, alert.text, extra={"alert_status": alert.status,
-                                          "fingerprint": alert.fingerprint})
+        self._count("habitbot_alerts_total", status=alert.status)
+        if alert.status == "suppressed":
+            quiet.log(logging.INFO, alert.fingerprint, alert.text,
+                      alert_status=alert.status, fingerprint=alert.fingerprint)
+            return alert
+        log.warning(alert.text, extra={"alert_status": alert.status,
+                                       "fingerprint": alert.fingerprint})
         self._record(alert)
         return alert
+
+    def _count(self, name: str, **labels: object) -> None:
+        if self._redis is not None:
+            metrics.incr(self._redis, name, **labels)
 
     def _claim_cooldown(self, fingerprint: str) -> str | None:
         """Take the fingerprint's cooldown: a claim token, or None when it is running."""
@@ -118,13 +149,37 @@ class AlertService:
                 return token if claimed else None
             except redis.RedisError:
                 pass
-        now = time.monotonic()
         with self._lock:
-            until = self._local_cooldowns.get(fingerprint, 0.0)
-            if until > now:
+            if self._local_cooldowns.get(fingerprint, 0.0) > time.monotonic():
+                return None
+        # Another process may have sent it while Redis is down: its row says so.
+        left = self._went_out_recently(fingerprint)
+        with self._lock:
+            now = time.monotonic()
+            if self._local_cooldowns.get(fingerprint, 0.0) > now:
+                return None  # another thread of this process claimed it meanwhile
+            if left is not None:
+                self._local_cooldowns[fingerprint] = now + max(1.0, left)
                 return None
             self._local_cooldowns[fingerprint] = now + self._cooldown
             return ""  # claimed in this process's memory
+
+    def _went_out_recently(self, fingerprint: str) -> float | None:
+        """Seconds left of the cooldown of the last recorded delivery of `fingerprint`, None
+        when there is none inside the cooldown (or the database cannot tell)."""
+        if self._engine is None:
+            return None
+        try:
+            with self._engine.connect() as conn:
+                age = conn.execute(
+                    select(func.extract("epoch", func.now() - func.max(AdminAlert.created_at)))
+                    .where(AdminAlert.fingerprint == fingerprint[:200],
+                           AdminAlert.status.in_(_WENT_OUT),
+                           AdminAlert.created_at > func.now() - timedelta(
+                               seconds=self._cooldown))).scalar()
+        except SQLAlchemyError:
+            return None
+        return None if age is None else self._cooldown - float(age)
 
     def _release_cooldown(self, fingerprint: str, claim: str, backoff: int) -> None:
         """Nothing was delivered: the next occurrence may go out (after `backoff` seconds)."""
@@ -162,12 +217,19 @@ class AlertService:
             log.warning("alert not recorded yet: database unavailable",
                         extra={"fingerprint": alert.fingerprint})
         try:
-            if self._redis is None:
+            if self._push_script is None:
                 raise redis.RedisError("no redis")
-            self._redis.rpush(PENDING_KEY, json.dumps(row))
+            kept = bool(self._push_script(keys=[PENDING_KEY],
+                                          args=[json.dumps(row), MAX_UNRECORDED]))
         except redis.RedisError:
             with self._lock:
-                self._local_pending.append(row)
+                kept = len(self._local_pending) < MAX_UNRECORDED
+                if kept:
+                    self._local_pending.append(row)
+        if not kept:
+            self._count("habitbot_alert_records_dropped_total")
+            quiet.log(logging.ERROR, "dropped", "alert record dropped: too many waiting for "
+                      "the database", fingerprint=alert.fingerprint, limit=MAX_UNRECORDED)
 
     def _insert(self, rows: list[dict]) -> None:
         if self._engine is None:

@@ -1,15 +1,22 @@
-"""Alerts: cooldown per fingerprint, every alert recorded, nothing lost while the database or
-Redis is down."""
+"""Alerts: cooldown per fingerprint, every alert that goes out recorded (one inside the
+cooldown only counted), nothing lost while the database or Redis is down, and nothing
+unbounded when a flood meets an outage."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import redis
 from sqlalchemy import select
 
+from habitbot import metrics
 from habitbot.db import make_engine
+from habitbot.logs import Throttled
 from habitbot.models import AdminAlert
 from habitbot.services.alerts import (
     FAILURE_BACKOFF_SECONDS,
+    MAX_UNRECORDED,
     PENDING_KEY,
     TELEGRAM_UNREACHABLE,
     AlertService,
@@ -17,6 +24,11 @@ from habitbot.services.alerts import (
 from habitbot.telegram.errors import TelegramError, TelegramNetworkError
 
 CHAT = 424242
+
+
+@pytest.fixture(autouse=True)
+def _quiet_slate() -> None:
+    Throttled.reset_all()
 
 
 class Inbox:
@@ -61,7 +73,7 @@ def test_same_fingerprint_is_not_resent_within_the_cooldown(engine, redis_conn):
                 first.raise_alert("WARNING", "scheduler", "other", "fp2").status]
     assert statuses == ["sent", "suppressed", "sent"]
     assert len(inbox.messages) == 2
-    assert [r.status for r in _rows(engine)] == ["sent", "suppressed", "sent"]
+    assert [r.status for r in _rows(engine)] == ["sent", "sent"]  # a suppressed one writes none
 
 
 def test_cooldown_expires(engine, redis_conn):
@@ -94,7 +106,7 @@ def test_a_failed_delivery_gives_the_cooldown_back(engine, redis_conn):
         "sent"
     assert service.raise_alert("WARNING", "health_check workers", "0 alive", "w").status == \
         "suppressed"  # delivered: the cooldown holds again
-    assert [r.status for r in _rows(engine)] == ["failed", "sent", "suppressed"]
+    assert [r.status for r in _rows(engine)] == ["failed", "sent"]
 
 
 def test_telegram_unreachable_leaves_a_short_backoff_not_the_cooldown(engine, redis_conn):
@@ -170,7 +182,74 @@ def test_with_redis_and_database_down_alerts_still_go_out_once(engine, redis_con
     assert statuses == ["sent", "suppressed", "suppressed"]
     pg_proxy.set_mode("pass")
     redis_proxy.set_mode("pass")
-    assert service.flush_pending() == 3
-    assert [r.status for r in _rows(engine)] == ["sent", "suppressed", "suppressed"]
+    assert service.flush_pending() == 1
+    assert [r.status for r in _rows(engine)] == ["sent"]
+    dead_db.dispose()
+    dead_redis.close()
+
+
+def _counted(redis_conn, series: str) -> float:
+    return metrics.stored(redis_conn).get(series, 0)
+
+
+def test_a_flood_of_one_alert_writes_one_row_and_counts_the_rest(engine, redis_conn, caplog):
+    caplog.set_level(logging.INFO, logger="habitbot.services.alerts")
+    inbox = Inbox()
+    service = AlertService(engine, redis_conn, inbox, CHAT)
+    statuses = [service.raise_alert("WARNING", "payments yookassa", f"refused {n}",
+                                    "yookassa_untrusted_ip").status for n in range(200)]
+    assert statuses == ["sent"] + ["suppressed"] * 199
+    assert len(inbox.messages) == 1 and [r.status for r in _rows(engine)] == ["sent"]
+    assert _counted(redis_conn, 'habitbot_alerts_total{status="suppressed"}') == 199
+    assert _counted(redis_conn, 'habitbot_alerts_total{status="sent"}') == 1
+    assert len(caplog.records) <= 2  # the alert, and one line for the suppressed ones
+
+
+def test_without_redis_the_cooldown_is_read_from_the_last_row(engine, redis_proxy, redis_url):
+    """Two processes, Redis down: the second sees the first one's row and stays quiet."""
+    dead_redis = redis.Redis.from_url(redis_proxy.url_for(redis_url), socket_timeout=1,
+                                      socket_connect_timeout=1)
+    redis_proxy.set_mode("refuse")
+    inbox = Inbox()
+    first, second = (AlertService(engine, dead_redis, inbox, CHAT) for _ in range(2))
+    assert first.raise_alert("WARNING", "x", "y", "fp").status == "sent"
+    assert [second.raise_alert("WARNING", "x", "y", "fp").status for _ in range(50)] == \
+        ["suppressed"] * 50
+    assert len(inbox.messages) == 1 and len(_rows(engine)) == 1
+    dead_redis.close()
+
+
+def test_the_waiting_list_is_bounded_while_the_database_is_down(engine, redis_conn, pg_proxy,
+                                                                database_url):
+    dead = make_engine(pg_proxy.url_for(database_url), "cli", connect_timeout=1)
+    pg_proxy.set_mode("refuse")
+    service = AlertService(dead, redis_conn, Inbox(), CHAT)
+    raised = MAX_UNRECORDED + 25
+    for n in range(raised):  # distinct fingerprints: none is suppressed
+        assert service.raise_alert("WARNING", "flood", f"alert {n}", f"fp{n}").status == "sent"
+    assert redis_conn.llen(PENDING_KEY) == MAX_UNRECORDED
+    assert _counted(redis_conn, "habitbot_alert_records_dropped_total") == 25
+    pg_proxy.set_mode("pass")
+    assert service.flush_pending() == MAX_UNRECORDED
+    rows = _rows(engine)
+    assert rows[0].fingerprint == "fp0" and len(rows) == MAX_UNRECORDED  # the first are kept
+    dead.dispose()
+
+
+def test_the_memory_waiting_list_is_bounded_when_redis_is_down_too(engine, redis_conn,
+                                                                   pg_proxy, database_url,
+                                                                   redis_proxy, redis_url):
+    dead_db = make_engine(pg_proxy.url_for(database_url), "cli", connect_timeout=1)
+    dead_redis = redis.Redis.from_url(redis_proxy.url_for(redis_url), socket_timeout=1,
+                                      socket_connect_timeout=1)
+    pg_proxy.set_mode("refuse")
+    redis_proxy.set_mode("refuse")
+    service = AlertService(dead_db, dead_redis, None, None)
+    for n in range(MAX_UNRECORDED + 10):
+        service.raise_alert("WARNING", "flood", f"alert {n}", f"fp{n}")
+    pg_proxy.set_mode("pass")
+    redis_proxy.set_mode("pass")
+    assert service.flush_pending() == MAX_UNRECORDED
+    assert redis_conn.llen(PENDING_KEY) == 0
     dead_db.dispose()
     dead_redis.close()
