@@ -135,9 +135,9 @@ class AlertService:
         self._record(alert)
         return alert
 
-    def _count(self, name: str, **labels: object) -> None:
+    def _count(self, name: str, **labels: str) -> None:
         if self._redis is not None:
-            metrics.incr(self._redis, name, **labels)
+            metrics.incr(self._redis, name, 1, **labels)
 
     def _claim_cooldown(self, fingerprint: str) -> str | None:
         """Take the fingerprint's cooldown: a claim token, or None when it is running."""

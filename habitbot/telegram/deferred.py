@@ -1,11 +1,11 @@
-"""Replies kept while Telegram is unreachable and delivered once it answers again.
+"""Replies kept for later, per chat, and delivered in order: while Telegram is unreachable,
+and while the chat's own send slot (about 1 message a second per chat) is not due yet.
 
-The polling bot acknowledges an update when it asks for the next ones, so a reply that fails
-because Telegram cannot be reached (network error, timeout, 5xx — after the sender's own
-retries) would be lost: the user is not sent the update again, and running the handler again
-is no way out (handlers change data). `DeferredReplies` keeps such a call — method,
-parameters, files — in a Redis list per chat, and its thread delivers the lists with backoff
-once Telegram answers again:
+An update is handled once (`bot.intake`), so a reply that fails because Telegram cannot be
+reached (network error, timeout, 5xx — after the sender's own retries) would be lost: running
+the handler again is no way out (handlers change data). `DeferredReplies` keeps such a call —
+method, parameters, files — in a Redis list per chat, and its thread delivers the lists with
+backoff once Telegram answers again:
 
 - a chat's replies go out in the order they were made: while a chat has replies waiting, its
   new ones join the end of its list instead of overtaking them;
@@ -16,10 +16,17 @@ once Telegram answers again:
 - a reply older than `max_age` (10 minutes) is dropped, with a WARNING saying how many;
 - the lists live in Redis: a bot restarted meanwhile delivers them.
 
-Refusals (400, 403, …) are never kept: sending them again cannot succeed; 429 is the sender's
-and the limiter's business. With Redis down as well the reply cannot be kept: it is logged as
-lost and the caller gets the failure, as without this module. Delivery is at least once: a
-crash between Telegram's answer and the removal from the list sends that reply again.
+A reply whose chat has no send slot within `PARK_AFTER` (the chat already had its burst, or
+everyone waits out a 429) is parked the same way instead of waiting in its update's thread:
+the thread goes on to other chats' updates at once, and the delivering thread sends the
+chat's replies as its slots come, chat by chat — a chat waiting for its slot holds up no
+other chat's replies. So four users typing non-stop cannot hold the bot's threads.
+
+Refusals (400, 403, …) are never kept: sending them again cannot succeed. With Redis down as
+well the reply cannot be kept: it is logged as lost and the caller gets the failure, as
+without this module (a reply that only waited for its slot is then sent after the wait).
+Delivery is at least once: a crash between Telegram's answer and the removal from the list
+sends that reply again.
 """
 
 from __future__ import annotations
@@ -40,15 +47,19 @@ from habitbot.http_sessions import Response
 from habitbot.redis_client import KEY_PREFIX
 from habitbot.telegram.errors import TelegramError
 from habitbot.telegram.limiter import INTERACTIVE
-from habitbot.telegram.sender import Sender, error_of
+from habitbot.telegram.sender import NotYet, Sender, error_of
 
 log = logging.getLogger(__name__)
 
 # What a handler answers with; other calls (callback and pre-checkout answers, which expire
 # within seconds, getUpdates, getFile) are not worth keeping.
 DEFERRABLE = frozenset(m.lower() for m in (
-    "sendMessage", "sendPhoto", "sendDocument", "editMessageText", "editMessageCaption",
-    "editMessageReplyMarkup"))
+    "sendMessage", "sendPhoto", "sendDocument", "sendInvoice", "editMessageText",
+    "editMessageCaption", "editMessageReplyMarkup"))
+# A send slot further away than this parks the reply (the global 30/s bucket alone never
+# makes anyone wait that long; a chat's 1/s slot and a 429 pause do).
+PARK_AFTER = 0.1
+SLOT_RECHECK_MIN = 0.02
 MAX_AGE_SECONDS = 600.0
 MAX_KEPT_BYTES = 8 * 1024 * 1024  # one reply, files included (an export, a heatmap)
 KEY_TTL_SECONDS = 24 * 3600  # a safety net only: old replies are dropped (and logged) before
@@ -77,7 +88,7 @@ if left == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
 return left
 """
 
-DELIVERED, REFUSED, STALLED = "delivered", "refused", "stalled"
+DELIVERED, REFUSED, STALLED, NOT_YET = "delivered", "refused", "stalled", "not_yet"
 
 
 def waiting_replies(conn: redis.Redis) -> int:
@@ -132,6 +143,7 @@ class DrainResult:
     refused: int = 0   # Telegram refused them (400, 403 …): dropped
     dropped: int = 0   # older than max_age: dropped
     stalled: bool = False  # Telegram still unreachable: the rest waits for the next pass
+    next_slot: float | None = None  # seconds until the first chat passed over has its slot
 
 
 class DeferredReplies:
@@ -164,8 +176,15 @@ class DeferredReplies:
                                                    "earlier replies to this chat wait"):
             return None
         try:
-            response = self._sender.perform(method, params, files=files, lane=INTERACTIVE,
-                                            read_timeout=read_timeout)
+            try:
+                response = self._sender.perform(method, params, files=files, lane=INTERACTIVE,
+                                                read_timeout=read_timeout, max_wait=PARK_AFTER)
+            except NotYet as exc:
+                if self._keep(method, params, files, "the chat's send slot", parked=exc.wait):
+                    return None
+                # Not kept (Redis refused it): wait for the slot here, as without parking.
+                response = self._sender.perform(method, params, files=files, lane=INTERACTIVE,
+                                                read_timeout=read_timeout)
         except TelegramError as exc:
             if exc.unreachable and self._keep_after_failure(method, params, files, exc):
                 return None
@@ -188,7 +207,9 @@ class DeferredReplies:
             return False
 
     def _keep(self, method: str, params: dict[str, Any], files: dict[str, Any] | None,
-              reason: str) -> bool:
+              reason: str, parked: float | None = None) -> bool:
+        """Keep a reply at the end of its chat's list; `parked`: the seconds until the chat's
+        send slot (an ordinary event, logged at DEBUG; keeping for an outage is a WARNING)."""
         chat = _chat(params["chat_id"])
         context = {"method": method, "chat_id": chat}
         try:
@@ -209,8 +230,12 @@ class DeferredReplies:
             log.error("reply lost: Telegram and Redis both unavailable",
                       extra={**context, "error": type(exc).__name__})
             return False
-        log.warning("reply deferred until Telegram answers again",
-                    extra={**context, "reason": reason, "waiting_in_chat": waiting})
+        if parked is None:
+            log.warning("reply deferred until Telegram answers again",
+                        extra={**context, "reason": reason, "waiting_in_chat": waiting})
+        else:
+            log.debug("reply parked until the chat's send slot",
+                      extra={**context, "slot_in": round(parked, 3), "waiting_in_chat": waiting})
         self._wake.set()
         return True
 
@@ -220,8 +245,9 @@ class DeferredReplies:
         return waiting_replies(self._redis)
 
     def drain_once(self, now: float | None = None) -> DrainResult:
-        """One pass over the waiting chats, oldest first; stops at the first reply Telegram
-        still cannot take. Raises redis.RedisError."""
+        """One pass over the waiting chats, oldest first: each chat's replies while its send
+        slots are due (a chat whose slot is not due is passed over); stops at the first reply
+        Telegram still cannot take. Raises redis.RedisError."""
         result = DrainResult()
         chats = [c.decode() for c in  # type: ignore[union-attr]
                  self._redis.zrange(INDEX_KEY, 0, CHATS_PER_PASS - 1)]
@@ -244,9 +270,12 @@ class DeferredReplies:
             if raw is None:
                 self._ack(chat, None)
                 break
-            outcome = self._handle(raw, now)  # type: ignore[arg-type]
+            outcome, slot_in = self._handle(raw, now)  # type: ignore[arg-type]
             if outcome == STALLED:
                 result.stalled = True
+                break
+            if outcome == NOT_YET:
+                result.next_slot = min(slot_in, result.next_slot or slot_in)
                 break
             self._ack(chat, raw)  # type: ignore[arg-type]
             if outcome == DELIVERED:
@@ -260,27 +289,31 @@ class DeferredReplies:
             log.warning("deferred replies dropped: %d", dropped, extra={
                 "dropped": dropped, "chat_id": chat, "max_age_seconds": self.max_age})
 
-    def _handle(self, raw: bytes, now: float) -> str:
-        """Deliver one kept reply: DELIVERED, REFUSED, STALLED, or "expired"."""
+    def _handle(self, raw: bytes, now: float) -> tuple[str, float]:
+        """Deliver one kept reply: DELIVERED, REFUSED, STALLED, "expired", or NOT_YET with
+        the seconds until the chat's slot."""
         try:
             entry = json.loads(raw)
             method, params, at = entry["method"], entry["params"], float(entry["at"])
             files = _unpack(entry.get("files"))
         except (ValueError, KeyError, TypeError):
             log.error("unreadable deferred reply dropped")
-            return REFUSED
+            return REFUSED, 0.0
         if now - at > self.max_age:
-            return "expired"
+            return "expired", 0.0
         try:
             error = error_of(method, self._sender.perform(method, params, files=files,
-                                                          lane=INTERACTIVE))
+                                                          lane=INTERACTIVE,
+                                                          max_wait=PARK_AFTER))
+        except NotYet as exc:
+            return NOT_YET, exc.wait
         except TelegramError as exc:
             error = exc
         if error is None:
-            return DELIVERED
+            return DELIVERED, 0.0
         if error.unreachable or error.rate_limited or error.unauthorized:
-            return STALLED  # nothing wrong with the reply: Telegram cannot take it yet
-        return REFUSED  # the sender has logged the refusal
+            return STALLED, 0.0  # nothing wrong with the reply: Telegram cannot take it yet
+        return REFUSED, 0.0  # the sender has logged the refusal
 
     def _ack(self, chat: str, raw: bytes | None) -> None:
         self._ack_script(keys=[_list_key(chat), INDEX_KEY], args=[raw or b"", chat])
@@ -302,10 +335,12 @@ class DeferredReplies:
     def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            more = False
+            more, next_slot = False, None
             try:
-                stalled = self.drain_once().stalled
-                more = not stalled and bool(self._redis.zcard(INDEX_KEY))  # past one pass
+                result = self.drain_once()
+                stalled, next_slot = result.stalled, result.next_slot
+                more = not stalled and next_slot is None and \
+                    bool(self._redis.zcard(INDEX_KEY))  # past one pass
             except redis.RedisError as exc:
                 log.warning("deferred replies not delivered: redis unavailable",
                             extra={"error": type(exc).__name__})
@@ -320,6 +355,8 @@ class DeferredReplies:
                                     * random.uniform(0.5, 1.0))
                 continue
             failures = 0
-            if not more:
+            if next_slot is not None:  # replies wait for their chats' slots
+                self._stopping.wait(max(SLOT_RECHECK_MIN, min(next_slot, 1.0)))
+            elif not more:
                 self._wake.wait(IDLE_RECHECK)
             self._wake.clear()

@@ -51,6 +51,17 @@ BACKOFF_CAP = 20.0
 LIMITED_PREFIXES = ("send", "edit", "copymessage", "forwardmessage")
 
 
+class NotYet(Exception):
+    """The chat's next send slot (or the shared pause after a 429) is further away than the
+    caller is willing to wait: nothing was sent; try again in `wait` seconds."""
+
+    def __init__(self, method: str, chat_id: Any, wait: float):
+        super().__init__(f"{method}: next send slot in {wait:.2f}s")
+        self.method = method
+        self.chat_id = chat_id
+        self.wait = wait
+
+
 class ChatBlocked(TelegramError):
     """The user blocked the bot: nothing is sent until they write again."""
 
@@ -112,15 +123,18 @@ class Sender:
 
     def perform(self, method: str, params: dict[str, Any] | None = None, *,
                 files: dict[str, Any] | None = None, lane: str = INTERACTIVE,
-                read_timeout: float | None = None) -> Response:
+                read_timeout: float | None = None,
+                max_wait: float | None = None) -> Response:
         """The HTTP exchange with limiter, retries and error mapping; returns the last
         response (an error response too, for permanent errors) or raises TelegramError for
-        network failures after the retries."""
+        network failures after the retries. With `max_wait`, a send whose token is further
+        away than that raises `NotYet` instead of waiting for it (the bot parks the reply:
+        a chat's wait for its own 1/s slot never holds a thread other chats need)."""
         limited = _is_limited(method)
         chat_id = _chat_of(params)
         transient = rate_limited = 0
         while True:
-            if limited and not self._wait_for_token(chat_id, lane):
+            if limited and not self._wait_for_token(chat_id, lane, method, max_wait):
                 self._count(lane, "skipped_blocked")
                 raise ChatBlocked(method, chat_id)
             try:
@@ -159,10 +173,15 @@ class Sender:
             return response
 
     # -- internals -------------------------------------------------------------------------
-    def _wait_for_token(self, chat_id: Any, lane: str) -> bool:
-        """Take a token (False: the chat blocked the bot, nothing may be sent to it)."""
+    def _wait_for_token(self, chat_id: Any, lane: str, method: str = "",
+                        max_wait: float | None = None) -> bool:
+        """Take a token (False: the chat blocked the bot, nothing may be sent to it); with
+        `max_wait`, raise NotYet rather than wait longer than that."""
         try:
-            waited = self.limiter.acquire(chat_id, lane)
+            if max_wait is None:
+                waited = self.limiter.acquire(chat_id, lane)
+            else:
+                waited = self._take_within(chat_id, lane, method, max_wait)
         except redis.RedisError:
             # Without Redis there is no shared budget: send slowly rather than not at all.
             log.warning("rate limiter unavailable, sending unthrottled at 1/s",
@@ -174,6 +193,19 @@ class Sender:
         if waited > 0:
             self._count(lane, "wait_ms", int(waited * 1000))
         return True
+
+    def _take_within(self, chat_id: Any, lane: str, method: str, max_wait: float) -> float:
+        started = time.monotonic()
+        deadline = started + max_wait
+        while True:
+            wait_ms = self.limiter.try_acquire(chat_id, lane)
+            if wait_ms == BLOCKED:
+                return BLOCKED
+            if wait_ms == 0:
+                return time.monotonic() - started
+            if time.monotonic() + wait_ms / 1000 > deadline:
+                raise NotYet(method, chat_id, wait_ms / 1000)
+            self._sleep(wait_ms / 1000)
 
     def _on_rate_limited(self, method: str, chat_id: Any, lane: str,
                          error: TelegramError) -> None:
