@@ -82,6 +82,16 @@ def test_with_a_day_start_at_four_a_habit_made_at_one_belongs_to_the_day_before(
         assert conn.execute(select(HabitCheckin.local_date)).scalar_one() == date(2026, 1, 14)
 
 
+def test_a_habit_made_today_leaves_yesterday_empty_with_the_way_back(chat_with, engine):
+    chat = _onboard(chat_with(7803, "Cy", "en"), engine, "UTC")
+    chat.say("/new Read")
+    card = chat.say("/today")
+    chat.press("◀️ Yesterday", message_id=card["message_id"])
+    assert chat.message(card["message_id"])["text"] == "Nothing was due yesterday."
+    chat.press("Today ▶️", message_id=card["message_id"])
+    assert "⬜ Read" in chat.message(card["message_id"])["text"]
+
+
 # -- a done reminder (issue 18) ------------------------------------------------------------------
 def test_a_done_reminder_keeps_its_time_and_a_second_press_edits_nothing(
         chat_with, engine, runtime, emu_client, monkeypatch):

@@ -81,8 +81,12 @@ def render_card(ctx: Context, day: date,
     current = today_for(ctx)
     is_today = day == current
     items = _due_on(ctx, day)
-    if not items:
+    if not items and is_today:
         return ctx._("Nothing due today. Create a habit with /new."), None
+    if not items:  # with the way back: a habit made today was not due yesterday
+        markup = types.InlineKeyboardMarkup()
+        markup.row(ctx.button(ctx._("Today ▶️"), "tdday", current.toordinal()))
+        return ctx._("Nothing was due yesterday."), markup
     done = svc.checkins_for_day(ctx.runtime.engine, ctx.user.id, day)
     title = (ctx._("<b>Today, {date}</b>", date=day.strftime("%d.%m")) if is_today
              else ctx._("<b>Yesterday, {date}</b>", date=day.strftime("%d.%m")))
