@@ -282,3 +282,52 @@ def test_no_op_presses_on_every_card_send_no_edit(chat_with, engine, emu_client,
 def _habit_id(engine, number: int) -> int:
     with engine.connect() as conn:
         return conn.execute(select(Habit.id).where(Habit.name == _name(number))).scalar_one()
+
+
+def test_buttons_from_before_pages_still_work_and_never_delete_unasked(chat_with, engine,
+                                                                       emu_client):
+    chat = _onboard(chat_with(7700, "Hu", "en"), engine)
+    chat.say("/new Read")
+    codec = CallbackCodec(TEST_TOKEN)
+    hid = _habit_id_by(engine, "Read")
+    listing = chat.say("/habits")
+
+    def press(*callback: object) -> dict:
+        return chat.press(message_id=listing["message_id"],
+                          data=codec.encode(chat.user_id, *callback))
+
+    # The confirmed delete of an older keyboard put 1 where the page now goes: it asks again.
+    press("habact", hid, "delete", 1)
+    assert chat.message(listing["message_id"])["text"].startswith("Delete «Read»")
+    assert _habit_id_by(engine, "Read") == hid
+    press("habs")
+    assert chat.message(listing["message_id"])["text"].startswith("Your habits")
+    ordinal = datetime.now(UTC).date().toordinal()
+    today = chat.say("/today")
+    chat.press(message_id=today["message_id"], data=codec.encode(chat.user_id, "ck", hid,
+                                                                 ordinal, "d"))
+    assert "✅ Read" in chat.message(today["message_id"])["text"]
+
+
+def test_a_page_past_the_end_shows_the_last_and_a_malformed_one_changes_nothing(
+        chat_with, engine, emu_client):
+    chat = _onboard(chat_with(7701, "Iv", "en"), engine)
+    _many_habits(engine, chat.user_id, 15)
+    codec = CallbackCodec(TEST_TOKEN)
+    listing = chat.say("/habits")
+    chat.press(message_id=listing["message_id"], data=codec.encode(chat.user_id, "habs", 99))
+    last = chat.message(listing["message_id"])
+    assert "2/2" in chat.buttons(last) and _numbers([last]) == set(range(10, 15))
+    answer = chat.press(message_id=listing["message_id"],
+                        data=codec.encode(chat.user_id, "habs", "x"))
+    assert answer["text"] == "This button is no longer valid."
+    assert chat.message(listing["message_id"]) == last
+    forged = CallbackCodec(TEST_TOKEN).encode(chat.user_id + 1, "habs", 0)  # someone else's
+    assert chat.press(message_id=listing["message_id"], data=forged)["text"] == (
+        "This button is no longer valid.")
+    assert chat.message(listing["message_id"]) == last
+
+
+def _habit_id_by(engine, name: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(Habit.id).where(Habit.name == name)).scalar_one()
