@@ -146,3 +146,7 @@ def test_an_over_long_text_gets_a_clear_answer_and_checks_in_nothing(chat_with, 
     assert "Noted: Water — 3" in chat.say("water 3")["text"]
     with engine.connect() as conn:
         assert conn.execute(select(HabitCheckin.value)).scalar_one() == Decimal(3)
+    assert chat.say("/new Read " + "1 " * 300)["text"] == (
+        "That is too long for me: at most 400 characters.")
+    with engine.connect() as conn:
+        assert conn.execute(select(Habit.name)).scalars().all() == ["Water"]
