@@ -123,7 +123,7 @@ check-schema: install ## verify the schema without changing it
 
 bench: install ## run the benchmarks (ratios to limits, one JSON line per figure)
 	@for b in bench/sender_bench.py bench/due_selection_bench.py bench/reminders_bench.py \
-	         bench/webhook_bench.py; do \
+	         bench/webhook_bench.py bench/flood_bench.py; do \
 	  $(PY) $$b || exit 1; done
 
 .PHONY: drill drills
