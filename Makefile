@@ -8,9 +8,10 @@ PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # Pinned with hashes by `make lock` (pip-tools' pip-compile) from setup.cfg: production, and
-# production plus the test extras.
-LOCK      := requirements.lock
-TEST_LOCK := requirements-test.lock
+# production plus the test extras; the build tools (setuptools, wheel) alone, installed first.
+LOCK       := requirements.lock
+TEST_LOCK  := requirements-test.lock
+BUILD_LOCK := requirements-build.lock
 LOCK_VENV ?= var/lock-tools
 PIP_TOOLS := pip-tools==7.6.2
 T       ?= tests
@@ -51,12 +52,15 @@ test-system-deps: system-deps ## also Chromium (browser tests), nginx and openss
 	  /usr/sbin/nginx -s stop; } >/dev/null 2>&1 || true;; esac
 
 # Production dependencies only, each checked against its hash in the lock; then the project
-# itself without dependencies (built with the locked setuptools, nothing fetched unchecked).
-$(STAMP): setup.cfg pyproject.toml $(LOCK)
+# itself without dependencies. Whatever is built from source (crontab, the project) is built
+# with the locked setuptools and wheel, installed first: nothing is fetched unchecked.
+$(STAMP): setup.cfg pyproject.toml $(LOCK) $(BUILD_LOCK)
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@mkdir -p var
-	@$(PIP) install -q --require-hashes -r $(LOCK) >var/pip.log 2>&1 \
+	@$(PIP) install -q --require-hashes -r $(BUILD_LOCK) >var/pip.log 2>&1 \
+	  || { cat var/pip.log; exit 1; }
+	@$(PIP) install -q --require-hashes --no-build-isolation -r $(LOCK) >var/pip.log 2>&1 \
 	  || { cat var/pip.log; exit 1; }
 	@$(PIP) install -q --no-deps --no-build-isolation -e . >var/pip.log 2>&1 \
 	  || { cat var/pip.log; exit 1; }
@@ -68,7 +72,7 @@ $(STAMP): setup.cfg pyproject.toml $(LOCK)
 
 $(TEST_STAMP): $(STAMP) $(TEST_LOCK)
 	@$(MAKE) --no-print-directory test-system-deps
-	@$(PIP) install -q --require-hashes -r $(TEST_LOCK) >var/pip.log 2>&1 \
+	@$(PIP) install -q --require-hashes --no-build-isolation -r $(TEST_LOCK) >var/pip.log 2>&1 \
 	  || { cat var/pip.log; exit 1; }
 	@$(PY) -c 'import pytest, selenium, prometheus_client' \
 	  || { echo "test dependencies failed to install"; exit 1; }
@@ -84,11 +88,12 @@ LOCK_PIP_CONFIG ?= /dev/null
 PIP_COMPILE = PIP_CONFIG_FILE=$(LOCK_PIP_CONFIG) $(LOCK_VENV)/bin/pip-compile -q \
 	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
 	--build-deps-for editable $(if $(U),--upgrade)
-lock: ## regenerate requirements.lock and requirements-test.lock from setup.cfg (U=1 upgrades)
+lock: ## regenerate the requirements*.lock files from setup.cfg and pyproject.toml (U=1 upgrades)
 	@test -x $(LOCK_VENV)/bin/pip-compile || { python3 -m venv $(LOCK_VENV) && \
 	  $(LOCK_VENV)/bin/pip install -q '$(PIP_TOOLS)'; }
 	$(PIP_COMPILE) -o $(LOCK) setup.cfg
 	$(PIP_COMPILE) --extra test -c $(LOCK) -o $(TEST_LOCK) setup.cfg
+	$(PIP_COMPILE) --only-build-deps -c $(LOCK) -o $(BUILD_LOCK) pyproject.toml
 
 run: install ## run the whole stack in the foreground (a sandbox when nothing is configured)
 	@$(PY) -m habitbot.sandbox.stack

@@ -1,7 +1,8 @@
 """What setup.cfg declares, what the locks pin and what the code imports agree.
 
-`make install` installs requirements.lock with --require-hashes (production only) and `make test`
-adds requirements-test.lock (production plus the test extras); `make lock` regenerates both.
+`make install` installs requirements-build.lock (setuptools, wheel) and then requirements.lock with
+--require-hashes (production only); `make test` adds requirements-test.lock (production plus the
+test extras); `make lock` regenerates all three.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
 TEST_LOCK = ROOT / "requirements-test.lock"
+BUILD_LOCK = ROOT / "requirements-build.lock"
 RUNTIME_DIRS = ("habitbot", "workers", "webhooks", "migrations")  # what production runs
 DEVELOPMENT_DIRS = ("tests", "drills", "bench")  # run with the test lock installed
 OURS = {"habitbot", "workers", "webhooks", "migrations", "tests", "drills"}
@@ -73,12 +75,12 @@ def declared():
 
 @pytest.fixture(scope="module")
 def pins():
-    return _pins(LOCK), _pins(TEST_LOCK)
+    return _pins(LOCK), _pins(TEST_LOCK), _pins(BUILD_LOCK)
 
 
 def test_every_declared_requirement_is_pinned_in_its_lock_within_its_range(declared, pins):
     runtime, test_extra = declared
-    production, with_tests = pins
+    production, with_tests, _ = pins
     for requirements, lock, name in ((runtime, production, LOCK.name),
                                      (runtime + test_extra, with_tests, TEST_LOCK.name)):
         for requirement in requirements:
@@ -91,23 +93,26 @@ def test_every_declared_requirement_is_pinned_in_its_lock_within_its_range(decla
 
 
 def test_every_pin_carries_hashes(pins):
-    for lock, name in zip(pins, (LOCK.name, TEST_LOCK.name), strict=True):
+    for lock, name in zip(pins, (LOCK.name, TEST_LOCK.name, BUILD_LOCK.name), strict=True):
         unhashed = [pin for pin, (_, hashes, _) in lock.items() if hashes == 0]
         assert not unhashed, f"{name}: pins without a hash: {unhashed}"
 
 
-def test_the_test_lock_is_production_plus_the_test_extras(pins):
-    production, with_tests = pins
-    for name, (version, _, _) in production.items():
-        assert name in with_tests, f"{name} is in {LOCK.name} but not in {TEST_LOCK.name}"
-        assert with_tests[name][0] == version, (
-            f"{name}: {version} in {LOCK.name}, {with_tests[name][0]} in {TEST_LOCK.name}")
+def test_the_test_and_build_locks_agree_with_the_production_lock(pins):
+    production, with_tests, build = pins
+    for smaller, larger, names in ((production, with_tests, (LOCK.name, TEST_LOCK.name)),
+                                   (build, production, (BUILD_LOCK.name, LOCK.name))):
+        for name, (version, _, _) in smaller.items():
+            assert name in larger, f"{name} is in {names[0]} but not in {names[1]}"
+            assert larger[name][0] == version, (
+                f"{name}: {version} in {names[0]}, {larger[name][0]} in {names[1]}")
+    assert {"setuptools", "wheel"} <= build.keys()
 
 
 def test_production_lock_holds_no_test_dependency(declared, pins):
     # a test extra may be there only because a production package needs it (numpy: matplotlib)
     _, test_extra = declared
-    production, _ = pins
+    production = pins[0]
     for requirement in test_extra:
         key = canonicalize_name(requirement.name)
         if key in production:
@@ -187,15 +192,16 @@ def _dry_run(target: str) -> str:
     return result.stdout
 
 
-def test_make_install_takes_only_production_packages_and_only_from_the_lock():
+def test_make_install_takes_only_production_packages_and_only_from_the_locks():
     commands = [line for line in _dry_run("install").splitlines() if "/bin/pip install" in line]
-    assert len(commands) == 2, commands
-    assert "--require-hashes -r requirements.lock" in commands[0]
-    assert "--no-deps" in commands[1] and "-e ." in commands[1]
+    assert len(commands) == 3, commands
+    assert "--require-hashes -r requirements-build.lock" in commands[0]
+    assert "--require-hashes --no-build-isolation -r requirements.lock" in commands[1]
+    assert "--no-deps --no-build-isolation -e ." in commands[2]
     assert not any("test" in command for command in commands)
 
 
 def test_make_install_test_adds_the_test_lock():
     commands = [line for line in _dry_run("install-test").splitlines()
                 if "/bin/pip install" in line]
-    assert "--require-hashes -r requirements-test.lock" in commands[-1]
+    assert "--require-hashes --no-build-isolation -r requirements-test.lock" in commands[-1]
