@@ -141,6 +141,8 @@ def price(plan: str, currency: str) -> int:
 
 
 def status(engine: Engine, user_id: int, now: datetime | None = None) -> PremiumStatus:
+    """What the user has: premium access ends when the later of the paid days and the trial
+    ends, and the tier is named by the one that ends last (as the expiry notices are)."""
     now = now or datetime.now(UTC)
     with Session(engine) as session:
         user = session.execute(select(User.premium_ends_at, User.trial_ends_at,
@@ -148,11 +150,31 @@ def status(engine: Engine, user_id: int, now: datetime | None = None) -> Premium
         trial_used = user.trial_started_at is not None or session.execute(
             select(Subscription.id).where(Subscription.user_id == user_id,
                                           Subscription.plan == "trial")).first() is not None
-    if user.premium_ends_at and user.premium_ends_at > now:
-        return PremiumStatus("premium", user.premium_ends_at, not trial_used)
-    if user.trial_ends_at and user.trial_ends_at > now:
-        return PremiumStatus("trial", user.trial_ends_at, False)
-    return PremiumStatus("free", None, not trial_used)
+    ends = _access_end(user.premium_ends_at, user.trial_ends_at, now)
+    if ends == now:
+        return PremiumStatus("free", None, not trial_used)
+    if ends == user.premium_ends_at:
+        return PremiumStatus("premium", ends, not trial_used)
+    return PremiumStatus("trial", ends, False)
+
+
+def _access_end(premium_ends_at: datetime | None, trial_ends_at: datetime | None,
+                now: datetime) -> datetime:
+    """When what the user already has ends (paid days or the trial), `now` if nothing runs:
+    a new period, paid or the trial, starts there, so no day already given is lost."""
+    return max(t for t in (now, premium_ends_at, trial_ends_at) if t is not None)
+
+
+def next_period(engine: Engine, user_id: int, plan: str,
+                now: datetime | None = None) -> tuple[datetime, datetime]:
+    """(start, end) of the period `plan` would add if it were paid now: shown before paying.
+    The credit computes it again under the user's row lock."""
+    now = now or datetime.now(UTC)
+    with Session(engine) as session:
+        user = session.execute(select(User.premium_ends_at, User.trial_ends_at)
+                               .where(User.id == user_id)).one()
+    start = _access_end(user.premium_ends_at, user.trial_ends_at, now)
+    return start, start + timedelta(days=PLAN_DAYS[plan])
 
 
 # Told after a credit or a refund is committed (provider, payment type): the process's metrics.
@@ -179,16 +201,22 @@ def configure(prices: dict[str, dict[str, int]], trial_days: int,
 
 def start_trial(engine: Engine, user_id: int, now: datetime | None = None,
                 days: int | None = None) -> datetime:
-    """Once per user (a unique index refuses a second trial)."""
+    """Once per user (a unique index refuses a second trial). Started while paid premium
+    runs, the trial follows the paid days (`trial_started_at` is when its days begin)."""
     now = now or datetime.now(UTC)
-    ends = now + timedelta(days=days or TRIAL_DAYS)
     try:
         with Session(engine) as session, session.begin():
+            paid_until = session.execute(select(User.premium_ends_at).where(
+                User.id == user_id).with_for_update()).scalar()
+            paid = paid_until is not None and paid_until > now
+            starts = paid_until if paid and paid_until else now
+            ends = starts + timedelta(days=days or TRIAL_DAYS)
             session.add(Subscription(user_id=user_id, plan="trial", source="trial",
-                                     starts_at=now, ends_at=ends))
+                                     starts_at=starts, ends_at=ends))
             session.flush()
             session.execute(update(User).where(User.id == user_id).values(
-                tier="trial", trial_started_at=now, trial_ends_at=ends))
+                tier="premium" if paid else "trial", trial_started_at=starts,
+                trial_ends_at=ends))
     except IntegrityError:
         raise BillingError("trial_used") from None
     return ends
@@ -236,9 +264,12 @@ def _change_balance(conn: Session | Connection, user_id: int, currency: str, del
 
 def _extend_premium(conn: Session | Connection, user_id: int, plan: str, source: str,
                     payment_id: int | None, now: datetime) -> datetime:
-    current = conn.execute(select(User.premium_ends_at).where(User.id == user_id)
-                           .with_for_update()).scalar()
-    start = current if current and current > now else now
+    """Add the plan's days after what the user already has (the trial's days or paid ones),
+    in the caller's transaction. The user's row lock orders concurrent credits: each period
+    starts where the one committed before it ends."""
+    row = conn.execute(select(User.premium_ends_at, User.trial_ends_at)
+                       .where(User.id == user_id).with_for_update()).one()
+    start = _access_end(row.premium_ends_at, row.trial_ends_at, now)
     ends = start + timedelta(days=PLAN_DAYS[plan])
     conn.execute(insert(Subscription).values(user_id=user_id, plan=plan, source=source,
                                              payment_id=payment_id, starts_at=start,
@@ -609,29 +640,77 @@ def _debit_refund(session: Session, payment: Payment, refund: PaymentRefund,
 
 def _shorten_premium(session: Session, payment: Payment, amount_minor: int, full: bool,
                      now: datetime) -> datetime | None:
-    """Premium loses the refunded share of the period this payment bought."""
+    """Premium loses the refunded share of the period this payment bought, taken from the
+    paid days still to come: first that period's own, then the paid periods after it. The
+    trial's days and the past are never taken. What follows a removed stretch (later paid
+    periods, a trial started during paid premium) moves up by it, so no gap opens."""
     assert payment.plan is not None
     period = timedelta(days=PLAN_DAYS[payment.plan])
     cut = timedelta(microseconds=period // timedelta(microseconds=1) * amount_minor
                     // payment.amount_minor)
-    subscription = session.execute(select(Subscription).where(
-        Subscription.payment_id == payment.id).with_for_update()).scalars().first()
-    if subscription is not None:
-        subscription.ends_at = max(subscription.ends_at - cut,
-                                   subscription.starts_at + timedelta(seconds=1))
-        if full:
-            subscription.status = "refunded"
+    # The user's row first, as a credit locks it: concurrent credits and refunds of one user
+    # take their turns and each sees the periods the one before committed.
     user = session.execute(select(User).where(User.id == payment.user_id)
                            .with_for_update()).scalars().one()
+    future = list(session.execute(select(Subscription).where(
+        Subscription.user_id == user.id, Subscription.status == "active",
+        Subscription.ends_at > now).order_by(Subscription.starts_at, Subscription.id)
+        .with_for_update()).scalars())
+    own = session.execute(select(Subscription).where(
+        Subscription.payment_id == payment.id).with_for_update()).scalars().first()
+    paid = [s for s in future if s.plan != "trial"]
+    by_hand = not paid and own is None  # paid days with no period rows (set by hand)
+    if by_hand:
+        removed = ([(max(now, user.premium_ends_at - cut), user.premium_ends_at)]
+                   if user.premium_ends_at is not None and user.premium_ends_at > now else [])
+    else:
+        removed = _paid_stretches(paid, own, cut, now)
+
+    def moved(instant: datetime) -> datetime:
+        return instant - sum((min(end, instant) - start for start, end in removed
+                              if start < instant), timedelta())
+
+    for subscription in future:
+        starts = moved(subscription.starts_at)
+        subscription.starts_at = starts
+        subscription.ends_at = max(moved(subscription.ends_at), starts + timedelta(seconds=1))
+    if own is not None and full:
+        own.status = "refunded"
+    if user.trial_started_at is not None and user.trial_ends_at is not None:
+        user.trial_started_at = moved(user.trial_started_at)
+        user.trial_ends_at = moved(user.trial_ends_at)
     if user.premium_ends_at is None:
         return None
-    ends = user.premium_ends_at - cut
-    if ends > now:
-        user.premium_ends_at = ends
-        return ends
-    user.premium_ends_at = now
-    user.tier = "trial" if user.trial_ends_at and user.trial_ends_at > now else "free"
-    return now
+    ends = moved(user.premium_ends_at)
+    paid_left = ends > now if by_hand else any(
+        s.status == "active" and s.ends_at > now for s in paid)
+    if not paid_left and ends > now:
+        ends = now  # no paid day left: premium ended now, a trial still running remains
+    user.premium_ends_at = ends
+    trial_on = user.trial_ends_at is not None and user.trial_ends_at > now
+    user.tier = "premium" if ends > now else ("trial" if trial_on else "free")
+    return ends
+
+
+def _paid_stretches(paid: list[Subscription], own: Subscription | None, cut: timedelta,
+                    now: datetime) -> list[tuple[datetime, datetime]]:
+    """The stretches of paid time to come (`paid`: the periods not over yet, in order) that
+    make up `cut`: the tail of the refunded period's unused days, then the tails of the paid
+    periods after it, last first. A period already used up (or none) gives its cut from the
+    end of the paid days."""
+    if own is not None and own in paid:
+        order = [own, *reversed([s for s in paid if s is not own
+                                 and s.starts_at >= own.ends_at])]
+    else:
+        order = list(reversed(paid))
+    stretches: list[tuple[datetime, datetime]] = []
+    left = cut
+    for subscription in order:
+        take = min(left, subscription.ends_at - max(subscription.starts_at, now))
+        if take > timedelta():
+            stretches.append((subscription.ends_at - take, subscription.ends_at))
+            left -= take
+    return stretches
 
 
 def buy_with_balance(engine: Engine, user_id: int, plan: str, currency: str = "RUB",
@@ -653,13 +732,18 @@ def buy_with_balance(engine: Engine, user_id: int, plan: str, currency: str = "R
 
 
 def expire_tiers(engine: Engine, now: datetime | None = None) -> int:
-    """Trial or premium ended: back to free, nothing else touched."""
+    """Trial or premium ended: back to free, nothing else touched. Paid days over with a trial
+    that followed them still running: the tier is the trial's."""
     now = now or datetime.now(UTC)
     with Session(engine) as session, session.begin():
-        rows = session.execute(
+        freed = session.execute(
             update(User).where(
                 User.tier != "free",
                 (User.premium_ends_at.is_(None)) | (User.premium_ends_at <= now),
                 (User.trial_ends_at.is_(None)) | (User.trial_ends_at <= now))
             .values(tier="free").returning(User.id)).all()
-    return len(rows)
+        to_trial = session.execute(
+            update(User).where(User.tier == "premium", User.premium_ends_at <= now,
+                               User.trial_ends_at > now)
+            .values(tier="trial").returning(User.id)).all()
+    return len(freed) + len(to_trial)

@@ -67,7 +67,8 @@ def system_counts(engine: Engine, now: datetime | None = None) -> dict[str, int]
             "users premium": count(select(func.count()).select_from(User)
                                    .where(User.premium_ends_at > now)),
             "users on trial": count(select(func.count()).select_from(User)
-                                    .where(User.trial_ends_at > now)),
+                                    .where(User.trial_started_at <= now,
+                                           User.trial_ends_at > now)),
             "users blocked": count(select(func.count()).select_from(User)
                                    .where(User.is_blocked)),
             "habits active": count(select(func.count()).select_from(Habit)

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import UTC, datetime
 
 import redis
 from telebot import types
 
+from habitbot.bot import cards
 from habitbot.bot.context import Context, StaleButton, escape
 from habitbot.bot.money import local_time, money
 from habitbot.bot.registry import registry
@@ -119,12 +121,25 @@ def _back(ctx: Context) -> types.InlineKeyboardButton:
     return ctx.button(ctx._("« Back"), "prem")
 
 
+def _period_lines(ctx: Context, user_id: int, plan: str) -> list[str]:
+    """What paying now would give, said before paying: the new end, and that the days the
+    user already has (the trial or paid ones) are kept — the paid period follows them."""
+    now = datetime.now(UTC)
+    starts, ends = billing.next_period(ctx.runtime.engine, user_id, plan, now)
+    lines = [ctx._("After paying, premium lasts until {date}.", date=local_time(ctx, ends))]
+    if starts > now:
+        lines.append(ctx._("The days you already have are kept: the paid period starts on "
+                           "{date}.", date=local_time(ctx, starts)))
+    return lines
+
+
 def _plan_screen(ctx: Context, plan: str) -> tuple[str, types.InlineKeyboardMarkup]:
     user_id = _user_id(ctx)
     cost = billing.price(plan, CURRENCY)
     text = "\n".join([
         ctx._("Premium for {plan}: {price} or {stars}.", plan=ctx._(PLAN_NAMES[plan]),
               price=money(cost, CURRENCY), stars=money(billing.price(plan, "XTR"), "XTR")),
+        *_period_lines(ctx, user_id, plan),
         ctx._("Your balance: {amount}", amount=money(
             billing.balance(ctx.runtime.engine, user_id, CURRENCY), CURRENCY)),
         ctx._("How would you like to pay?"),
@@ -243,12 +258,12 @@ def premium(ctx: Context, message: types.Message) -> None:
         return
     if ctx.conversation.state == EMAIL_STATE:  # the e-mail question is left unanswered
         ctx.clear_state()
-    ctx.reply(*main_screen(ctx))
+    cards.send(ctx, *main_screen(ctx))
 
 
 @registry.callback("prem")
 def back_to_premium(ctx: Context) -> None:
-    ctx.show(*main_screen(ctx))
+    cards.show(ctx, *main_screen(ctx))
 
 
 @registry.callback("trial")
@@ -260,14 +275,14 @@ def trial(ctx: Context) -> None:
         ctx.answer(ctx._("The trial can be used once."), alert=True)
     else:
         ctx.answer(ctx._("Premium trial until {date}. Enjoy!", date=local_time(ctx, ends)))
-    ctx.show(*main_screen(ctx))
+    cards.show(ctx, *main_screen(ctx))
 
 
 @registry.callback("plan")
 def choose_plan(ctx: Context, plan: str) -> None:
     if plan not in PLAN_NAMES:
         raise StaleButton(plan)
-    ctx.show(*_plan_screen(ctx, plan))
+    cards.show(ctx, *_plan_screen(ctx, plan))
 
 
 @registry.callback("pay")
@@ -296,12 +311,12 @@ def _buy_from_balance(ctx: Context, user_id: int, plan: str, nonce: str) -> None
         missing = int(str(exc.params["missing"]))
         ctx.answer(ctx._("Not enough on the balance: {missing} more is needed.",
                          missing=money(missing, CURRENCY)))
-        ctx.show(*_shortfall_screen(ctx, plan, missing))
+        cards.show(ctx, *_shortfall_screen(ctx, plan, missing))
         return
     log.info("premium bought from the balance", extra={"user_id": ctx.user.telegram_id,
                                                        "plan": plan})
     ctx.answer(ctx._("Premium until {date}. Thank you!", date=local_time(ctx, until)))
-    ctx.show(*main_screen(ctx))
+    cards.show(ctx, *main_screen(ctx))
 
 
 def _send_stars_invoice(ctx: Context, user_id: int, plan: str, nonce: str) -> None:
@@ -344,9 +359,9 @@ def _start_outside(ctx: Context, nonce: str, user_id: int, provider: str, paymen
             screen = _retry_screen(ctx, exc.code, provider, "pay", (plan, provider))
         else:
             screen = _retry_screen(ctx, exc.code, provider, "topay", (amount_minor, provider))
-        ctx.show(*_noticed(notice, screen))
+        cards.show(ctx, *_noticed(notice, screen))
         return
-    ctx.show(*_noticed(notice, _payment_screen(ctx, started)))
+    cards.show(ctx, *_noticed(notice, _payment_screen(ctx, started)))
 
 
 def _noticed(notice: str | None, screen: tuple[str, types.InlineKeyboardMarkup]
@@ -357,7 +372,7 @@ def _noticed(notice: str | None, screen: tuple[str, types.InlineKeyboardMarkup]
 
 @registry.callback("topup")
 def top_up(ctx: Context) -> None:
-    ctx.show(*_topup_screen(ctx))
+    cards.show(ctx, *_topup_screen(ctx))
 
 
 def _valid_amount(amount: object) -> int:
@@ -376,8 +391,8 @@ def top_up_amount(ctx: Context, amount: str) -> None:
     markup.row(ctx.button(ctx._("💳 Bank card (YooKassa)"), "topay", value, "yookassa", nonce),
                ctx.button(ctx._("🪙 CryptoBot"), "topay", value, "cryptobot", nonce))
     markup.row(ctx.button(ctx._("« Back"), "topup"))
-    ctx.show(ctx._("Top up the balance by {amount}. How would you like to pay?",
-                   amount=money(value, CURRENCY)), markup)
+    cards.show(ctx, ctx._("Top up the balance by {amount}. How would you like to pay?",
+                          amount=money(value, CURRENCY)), markup)
 
 
 @registry.callback("topay")
@@ -416,10 +431,11 @@ def check(ctx: Context, payment_id: str) -> None:
         return
     if completion.status != "succeeded":
         ctx.answer(ctx._("This payment was canceled. Nothing was charged."), alert=True)
-        ctx.show(*main_screen(ctx))
+        cards.show(ctx, *main_screen(ctx))
         return
     ctx.answer(ctx._("Payment received. Thank you!"))
-    ctx.show(*main_screen(ctx, ctx._("✅ Payment #{id} received.", id=completion.payment_id)))
+    notice = ctx._("✅ Payment #{id} received.", id=completion.payment_id)
+    cards.show(ctx, *main_screen(ctx, notice))
 
 
 # -- the e-mail for 54-FZ receipts -----------------------------------------------------------
@@ -429,9 +445,9 @@ def _ask_email(ctx: Context, then: dict[str, object] | None) -> None:
     ctx.set_state(EMAIL_STATE, then=then or {})
     markup = types.InlineKeyboardMarkup()
     markup.row(ctx.button(ctx._("« Back"), "rcpback"))
-    ctx.show(ctx._("A receipt for every card payment is sent by e-mail, as Russian law "
-                   "requires. Send the address for receipts, for example name@example.com, "
-                   "or /cancel."), markup)
+    cards.show(ctx, ctx._("A receipt for every card payment is sent by e-mail, as Russian "
+                          "law requires. Send the address for receipts, for example "
+                          "name@example.com, or /cancel."), markup)
 
 
 @registry.callback("rcpmail")
@@ -446,7 +462,7 @@ def change_email(ctx: Context) -> None:
 def email_back(ctx: Context) -> None:
     if ctx.conversation.state == EMAIL_STATE:
         ctx.clear_state()
-    ctx.show(*main_screen(ctx))
+    cards.show(ctx, *main_screen(ctx))
 
 
 @registry.state(EMAIL_STATE)
@@ -473,7 +489,7 @@ def receive_email(ctx: Context, message: types.Message) -> None:
     log.info("receipt e-mail saved", extra={"user_id": ctx.user.telegram_id})
     notice = ctx._("✅ Receipts will be sent to {email}.", email=escape(email))
     if not (isinstance(then, dict) and _continue_payment(ctx, user_id, then, notice)):
-        ctx.reply(*main_screen(ctx, notice))
+        cards.send(ctx, *main_screen(ctx, notice))
 
 
 def _continue_payment(ctx: Context, user_id: int, then: dict[str, object],
