@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from habitbot.http_sessions import Response
@@ -23,6 +24,7 @@ PROVIDER = "cryptobot"
 SIGNATURE_HEADER = "crypto-pay-api-signature"
 DEFAULT_ACCEPTED_ASSETS = "USDT,TON,BTC,ETH,LTC,BNB,TRX,USDC"
 DEFAULT_EXPIRES_IN = 3600
+PAID_PAGE = 1000  # getInvoices' largest count
 FIATS = frozenset({"RUB", "USD", "EUR"})
 
 
@@ -134,7 +136,26 @@ class CryptoBotClient:
                 found[invoice.invoice_id] = invoice
         return found
 
-    def paid_invoices(self, count: int = 1000) -> list[Invoice]:
-        """Recent paid invoices, newest first (reconciliation looks for ones we lack)."""
-        result = self._call("getInvoices", {"status": "paid", "count": count})
-        return [parse_invoice(item) for item in (result or {}).get("items") or []]
+    def paid_invoices(self, created_after: datetime | None = None) -> list[Invoice]:
+        """Paid invoices, newest first, page after page (reconciliation looks for ones we
+        lack) until a page is short or reaches invoices created before `created_after`."""
+        found: list[Invoice] = []
+        offset = 0
+        while True:
+            result = self._call("getInvoices", {"status": "paid", "count": PAID_PAGE,
+                                                "offset": offset})
+            page = [parse_invoice(item) for item in (result or {}).get("items") or []]
+            found.extend(page)
+            if len(page) < PAID_PAGE or (created_after is not None
+                                          and _created_before(page[-1], created_after)):
+                return found
+            offset += PAID_PAGE
+
+
+def _created_before(invoice: Invoice, moment: datetime) -> bool:
+    raw = invoice.raw.get("created_at")
+    try:
+        created = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return created.tzinfo is not None and created < moment

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -264,23 +264,41 @@ def reconcile(runtime: Runtime, since: datetime, fix: bool = False,
     report = ReconcileReport()
     rows = _rows_since(runtime.engine, since)
     total = len(rows)
+    # What the providers say, read once for the whole run (a listing, batched getInvoices),
+    # not once per payment.
     invoices = _invoices(runtime, [r for r in rows if r.provider == "cryptobot"], report)
+    kassa = _kassa_payments(runtime, since, report)
     for done, row in enumerate(rows, 1):
         report.checked += 1
         try:
-            difference = _compare(runtime, row, invoices)
+            difference = _compare(runtime, row, invoices, kassa)
         except (ProviderError, MalformedAnswer, MalformedInvoice, BillingError) as exc:
             report.provider_errors.append(f"payment {row.id}: {exc}")
             difference = None
         if difference is not None:
             if fix and difference.fixable:
-                difference.fixed = _fix(runtime, row, invoices)
+                difference.fixed = _fix(runtime, row, invoices, kassa)
             report.differences.append(difference)
         if progress is not None:
             progress(done, total)
     known = {(r.provider, r.provider_payment_id) for r in rows}
-    report.differences.extend(_paid_elsewhere(runtime, since, known, report, fix))
+    report.differences.extend(_paid_elsewhere(runtime, since, known, report, kassa, fix))
     return report
+
+
+def _kassa_payments(runtime: Runtime, since: datetime,
+                    report: ReconcileReport) -> dict[str, YooKassaPayment] | None:
+    """YooKassa's payments created since `since`, by id (one listing, every page); None when
+    YooKassa is not configured or the listing failed (then each payment is asked alone)."""
+    if not service.configured(runtime.settings, "yookassa"):
+        return None
+    try:
+        listed = service.yookassa_client(runtime.settings).list_payments(
+            created_gte=since.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+    except (ProviderError, MalformedAnswer) as exc:
+        report.provider_errors.append(f"yookassa list payments: {exc}")
+        return None
+    return {p.id: p for p in listed if _created_since(p, since)}
 
 
 def _invoices(runtime: Runtime, rows: list[Payment],
@@ -296,18 +314,32 @@ def _invoices(runtime: Runtime, rows: list[Payment],
         return {}
 
 
-def _their_status(runtime: Runtime, row: Payment,
-                  invoices: dict[int, Invoice]) -> tuple[str, int | None]:
+def _kassa_payment(runtime: Runtime, row: Payment,
+                   kassa: dict[str, YooKassaPayment] | None) -> YooKassaPayment | None:
+    """The row's YooKassa payment from the run's listing, else asked alone (and kept);
+    None when YooKassa does not know it."""
+    assert row.provider_payment_id is not None
+    if kassa is not None and row.provider_payment_id in kassa:
+        return kassa[row.provider_payment_id]
+    try:
+        payment = service.yookassa_client(runtime.settings).get_payment(row.provider_payment_id)
+    except ProviderRefused as exc:
+        if exc.not_found:
+            return None
+        raise
+    if kassa is not None:
+        kassa[payment.id] = payment
+    return payment
+
+
+def _their_status(runtime: Runtime, row: Payment, invoices: dict[int, Invoice],
+                  kassa: dict[str, YooKassaPayment] | None) -> tuple[str, int | None]:
     """(status at the provider, refunded minor units at the provider when known)."""
     assert row.provider_payment_id is not None
     if row.provider == "yookassa":
-        try:
-            payment = service.yookassa_client(runtime.settings).get_payment(
-                row.provider_payment_id)
-        except ProviderRefused as exc:
-            if exc.not_found:
-                return "missing", None
-            raise
+        payment = _kassa_payment(runtime, row, kassa)
+        if payment is None:
+            return "missing", None
         return payment.status, payment.refunded_minor
     invoice = invoices.get(int(row.provider_payment_id)) \
         if row.provider_payment_id.isdigit() else None
@@ -316,8 +348,8 @@ def _their_status(runtime: Runtime, row: Payment,
     return {"paid": "succeeded", "expired": "canceled"}.get(invoice.status, "pending"), None
 
 
-def _compare(runtime: Runtime, row: Payment,
-             invoices: dict[int, Invoice]) -> Difference | None:
+def _compare(runtime: Runtime, row: Payment, invoices: dict[int, Invoice],
+             kassa: dict[str, YooKassaPayment] | None) -> Difference | None:
     if not service.configured(runtime.settings, row.provider):
         raise BillingError(f"{row.provider} is not configured")
     if not row.provider_payment_id:
@@ -325,7 +357,7 @@ def _compare(runtime: Runtime, row: Payment,
             return None
         return Difference(row.provider, None, row.id, row.status, "never created",
                           "the provider never answered the creation; the user saw no link")
-    theirs, refunded = _their_status(runtime, row, invoices)
+    theirs, refunded = _their_status(runtime, row, invoices, kassa)
     ours = row.status
     if ours in billing.OPEN_STATUSES:
         if theirs in ("pending",):
@@ -349,12 +381,16 @@ def _compare(runtime: Runtime, row: Payment,
     return None
 
 
-def _fix(runtime: Runtime, row: Payment, invoices: dict[int, Invoice]) -> str:
+def _fix(runtime: Runtime, row: Payment, invoices: dict[int, Invoice],
+         kassa: dict[str, YooKassaPayment] | None) -> str:
     try:
         if row.status in billing.OPEN_STATUSES:
+            known = kassa.get(row.provider_payment_id or "") if kassa is not None else None
             if row.provider == "cryptobot" and row.provider_payment_id:
                 invoice = invoices[int(row.provider_payment_id)]
                 settled = service.settle_cryptobot(runtime, invoice, expected_payment_id=row.id)
+            elif known is not None:
+                settled = service.settle_yookassa(runtime, known, expected_payment_id=row.id)
             else:
                 settled = service.settle_from_provider(runtime, row)
             if settled.credited:
@@ -384,27 +420,25 @@ def _apply_missing_refunds(runtime: Runtime, row: Payment) -> str:
 
 
 def _paid_elsewhere(runtime: Runtime, since: datetime, known: set[tuple[str, str | None]],
-                    report: ReconcileReport, fix: bool = False) -> list[Difference]:
+                    report: ReconcileReport, kassa: dict[str, YooKassaPayment] | None,
+                    fix: bool = False) -> list[Difference]:
     """Payments the providers say are paid that we have no succeeded row for (after a
     database restore, or a row lost some other way). With `fix`, a payment whose record
     says whose it is and what for is re-created here and credited once; one that does not
     is only reported (an operator decides)."""
     found: list[Difference | None] = []
     settings = runtime.settings
-    if service.configured(settings, "yookassa"):
-        try:
-            paid = service.yookassa_client(settings).list_payments(
-                status="succeeded", created_gte=since.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
-        except (ProviderError, MalformedAnswer) as exc:
-            report.provider_errors.append(f"yookassa list payments: {exc}")
-            paid = []
+    if kassa is not None:  # the run's listing (a failed one is already reported)
         found.extend(_unknown_paid(runtime, "yookassa", p.id, p.origin, known,
                                    partial(service.settle_yookassa, runtime, p)
                                    if fix else None)
-                     for p in paid if _created_since(p, since))
+                     for p in list(kassa.values()) if p.status == "succeeded")
     if service.configured(settings, "cryptobot"):
         try:
-            invoices = service.cryptobot_client(settings).paid_invoices()
+            # An invoice created before this cannot have been paid inside the window.
+            created_after = since - timedelta(seconds=settings.cryptobot_invoice_expires_in,
+                                              days=1)
+            invoices = service.cryptobot_client(settings).paid_invoices(created_after)
         except (ProviderError, MalformedInvoice) as exc:
             report.provider_errors.append(f"cryptobot paid invoices: {exc}")
             invoices = []

@@ -16,7 +16,7 @@ from sqlalchemy import delete, update
 from habitbot import cli
 from habitbot.cli_payments import ProgressBar
 from habitbot.models import Payment
-from habitbot.payments import service, stars
+from habitbot.payments import notify, service, stars
 from habitbot.services import billing
 from tests.payments.support import (
     ALICE_TG,
@@ -545,3 +545,46 @@ def test_complete_by_charge_id_pages_telegrams_transactions_once(run, runtime, a
                        charge["telegram_payment_charge_id"])
     assert code == 0 and "credited" in out, out
     assert _star_transaction_calls(emu_client) - before == 1
+
+
+def test_reconcile_fix_lists_yookassa_once_instead_of_asking_per_payment(
+        run, runtime, alice, kassa_control):
+    """Five top-ups paid while the webhooks were lost: --fix credits each once from one
+    listing of YooKassa's payments, with no request per payment."""
+    kassa_control.set_webhook(enabled=False)
+    paid = []
+    for n in range(5):
+        payment_id, provider_id = _top_up(runtime, alice, 1000 + n)
+        kassa_control.pay(provider_id)
+        paid.append(payment_id)
+    mark = kassa_control.requests()[-1]["id"]
+    code, out, _ = run("payments", "reconcile", "--hours", "1", "--fix")
+    assert code == 0 and out.count("[fixed: credited]") == 5, out
+    asked = [r["endpoint"] for r in kassa_control.requests(since_id=mark)]
+    assert asked == ["list_payments"], asked
+    assert {payment_row(runtime.engine, p).status for p in paid} == {"succeeded"}
+    assert credits(runtime.engine) == 5 and notify.pending(runtime.redis) == 5  # one each
+
+
+def test_reconcile_pages_through_every_paid_crypto_pay_invoice(run, runtime, alice,
+                                                              cryptopay_control, monkeypatch):
+    """Three paid invoices whose rows a restore lost, two per page of getInvoices: all three
+    are found (one page used to be all that was read)."""
+    from habitbot.payments import cryptobot
+
+    monkeypatch.setattr(cryptobot, "PAID_PAGE", 2)
+    cryptopay_control.set_webhook(enabled=False)
+    lost = []
+    for n in range(3):
+        started = service.start_payment(runtime, alice, "cryptobot", "balance_topup",
+                                        amount_minor=1000 + n)
+        cryptopay_control.pay(int(payment_row(runtime.engine, started.payment_id)
+                                  .provider_payment_id))
+        lost.append(started.payment_id)
+    for payment_id in lost:
+        _lose(runtime.engine, payment_id)
+    code, out, _ = run("payments", "reconcile", "--hours", "1")
+    assert code == 1 and out.count("missing here") == 3, out
+    code, out, _ = run("payments", "reconcile", "--hours", "1", "--fix")
+    assert code == 0 and out.count("[fixed: credited]") == 3, out
+    assert billing.balance(runtime.engine, alice) == 3003
