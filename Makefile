@@ -41,12 +41,13 @@ system-deps: ## install PostgreSQL, Redis and venv support from apt (what `make 
 
 # nginx is only checked (`nginx -t`), never run: the daemon Debian starts on installing it is
 # stopped and disabled again.
-test-system-deps: system-deps ## also Chromium (browser tests), nginx and openssl (config test)
+test-system-deps: system-deps ## also Chromium (browser tests), nginx, openssl, logrotate (conf/)
 	@need=""; \
 	test -x /usr/bin/chromium || need="$$need chromium"; \
 	test -x /usr/bin/chromedriver || need="$$need chromium-driver"; \
 	test -x /usr/sbin/nginx || need="$$need nginx"; \
 	command -v openssl >/dev/null || need="$$need openssl"; \
+	test -x /usr/sbin/logrotate || need="$$need logrotate"; \
 	$(APT_INSTALL); \
 	case "$$need" in *nginx*) { systemctl disable --now nginx || service nginx stop || \
 	  /usr/sbin/nginx -s stop; } >/dev/null 2>&1 || true;; esac

@@ -1,4 +1,5 @@
-"""The shipped server configuration loads: `nginx -t` on conf/nginx/habitbot.conf.
+"""The shipped server configuration loads: `nginx -t` on conf/nginx/habitbot.conf, and logrotate
+reads conf/logrotate/habitbot without an error.
 
 The file is included inside http {} as Debian's nginx.conf includes sites-enabled/*. The test
 writes a minimal nginx.conf in a temporary prefix (its own pid, error log and temp paths), points
@@ -18,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "conf" / "nginx" / "habitbot.conf"
+LOGROTATE = ROOT / "conf" / "logrotate" / "habitbot"
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
 CERTIFICATE = re.compile(r"^(\s*ssl_certificate(?:_key)?\s+)(\S+);", re.MULTILINE)
 LOG_PATH = re.compile(r"/var/log/nginx/")
@@ -99,3 +101,23 @@ def test_the_check_refuses_log_format_inside_server(nginx, prefix):
     result = _check(nginx, prefix, site)
     assert result.returncode != 0
     assert '"log_format" directive is not allowed here' in result.stderr
+
+
+def _logrotate_errors(config: Path, state: Path) -> list[str]:
+    """logrotate's complaints about `config` (it exits 0 in debug mode even on a bad line)."""
+    logrotate = _tool("logrotate", "/usr/sbin/logrotate")
+    result = subprocess.run([logrotate, "--debug", "--state", str(state), str(config)],
+                            capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    return [line for line in output.splitlines() if line.startswith("error:")] or (
+        [f"exit {result.returncode}"] if result.returncode else [])
+
+
+def test_shipped_logrotate_config_reads_without_an_error(tmp_path):
+    assert _logrotate_errors(LOGROTATE, tmp_path / "state") == []
+
+
+def test_the_logrotate_check_notices_an_unknown_option(tmp_path):
+    bad = tmp_path / "habitbot"
+    bad.write_text(LOGROTATE.read_text().replace("    daily\n", "    dayly\n", 1))
+    assert any("dayly" in error for error in _logrotate_errors(bad, tmp_path / "state"))
