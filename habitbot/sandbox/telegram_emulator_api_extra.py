@@ -34,6 +34,7 @@ from habitbot.sandbox.telegram_emulator_text import (
 COMMAND_RE = re.compile(r"^[a-z0-9_]{1,32}$")
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+BOT_DOWNLOAD_LIMIT = 20 << 20  # getFile refuses bigger files, as Telegram does for bots
 SCOPE_TYPES = frozenset(
     {"default", "all_private_chats", "all_group_chats", "all_chat_administrators", "chat",
      "chat_administrators", "chat_member"}
@@ -135,6 +136,8 @@ class ExtraMethods:
             record = bot.files.get(file_id)
             if record is None:
                 raise bad_request("invalid file_id")
+            if (record.file_size or 0) > BOT_DOWNLOAD_LIMIT:
+                raise bad_request("file is too big")
             if record.file_path is None:
                 extension = posixpath.splitext(record.file_name or "")[1]
                 record.file_path = f"{record.kind}s/file_{len(bot.files)}{extension}"

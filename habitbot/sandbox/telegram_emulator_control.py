@@ -165,6 +165,11 @@ class Control:
         record = make_file("document", document.get("file_name") or "document", data,
                            document.get("mime_type"), self.world.file_store_cap)
         with self.world.lock:
+            # The same file sent again keeps its file_unique_id, as in Telegram.
+            same = next((r for r in bot.files.values() if r.source == "upload"
+                         and r.content is not None and r.content == data), None)
+            if same is not None:
+                record.file_unique_id = same.file_unique_id
             bot.files[record.file_id] = record
         return record
 

@@ -158,12 +158,17 @@ def test_check_in_from_the_reminder_edits_it_in_place(chat_with, engine, runtime
 
 
 def test_export_then_import_into_a_fresh_account_gives_the_same_stats(chat_with, engine,
-                                                                       emu_client, emulator):
+                                                                       emu_client, emulator,
+                                                                       runtime, monkeypatch):
     import base64
 
     import requests
 
     from tests.conftest import TEST_TOKEN
+    from tests.support.jobs import install
+    from tests.workers.test_imports import run_imports
+
+    install(runtime, monkeypatch)
 
     first = _onboard(chat_with(5020, "Kim", "en"), engine)
     first.say("/new Read 20 pages")
@@ -179,18 +184,26 @@ def test_export_then_import_into_a_fresh_account_gives_the_same_stats(chat_with,
     content = requests.get(f"{emulator.url}/file/bot{TEST_TOKEN}/{info['result']['file_path']}",
                            timeout=5).content
     second = _onboard(chat_with(5021, "Kim2", "en"), engine)
-    reply = second.say(None, document={"file_name": "habitbot.json",
-                                       "content_base64": base64.b64encode(content).decode()})
+    started = second.say(None, document={"file_name": "habitbot.json",
+                                         "content_base64": base64.b64encode(content).decode()})
+    run_imports(runtime.redis)
+    reply = emu_client.wait_for_message(5021, after_message_id=started["message_id"])
     assert "Import done." in reply["text"] and "2 habits created" in reply["text"]
     assert second.say("/stats")["text"] == before
 
 
-def test_import_refuses_garbage_clearly(chat_with, engine):
+def test_import_refuses_garbage_clearly(chat_with, engine, emu_client, runtime, monkeypatch):
     import base64
 
+    from tests.support.jobs import install
+    from tests.workers.test_imports import run_imports
+
+    install(runtime, monkeypatch)
     chat = _onboard(chat_with(5022, "Lu", "en"), engine)
     garbage = base64.b64encode(bytes(range(256)) * 10).decode()
-    reply = chat.say(None, document={"file_name": "x.csv", "content_base64": garbage})
+    started = chat.say(None, document={"file_name": "x.csv", "content_base64": garbage})
+    run_imports(runtime.redis)
+    reply = emu_client.wait_for_message(5022, after_message_id=started["message_id"])
     assert "I cannot read this file" in reply["text"]
     assert _habits(engine) == []
 

@@ -479,3 +479,22 @@ def test_telebot_works_against_the_emulator(emu, tg, monkeypatch) -> None:
             bot.send_message(USER, "reminder")
         assert error.value.error_code == 403
         assert error.value.description == "Forbidden: bot was blocked by the user"
+
+
+def test_a_file_sent_again_keeps_its_unique_id_and_big_files_cannot_be_fetched(
+        emu, tg, api) -> None:
+    import base64
+
+    def upload(content: bytes) -> dict:
+        sent = tg.inject_message(USER, None, document={
+            "file_name": "loop.zip", "content_base64": base64.b64encode(content).decode()})
+        return next(m for m in tg.messages(USER, sender="user")
+                    if m["message_id"] == sent["message_id"])["document"]
+
+    first, again, other = upload(b"a,b\n"), upload(b"a,b\n"), upload(b"c,d\n")
+    assert first["file_id"] != again["file_id"]
+    assert first["file_unique_id"] == again["file_unique_id"] != other["file_unique_id"]
+    big = upload(b"x" * (21 << 20))
+    assert api("getFile", file_id=big["file_id"]) == (
+        400, {"ok": False, "error_code": 400, "description": "Bad Request: file is too big"})
+    assert api("getFile", file_id=first["file_id"])[0] == 200

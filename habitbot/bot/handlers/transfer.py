@@ -1,31 +1,24 @@
 """/export (CSV and JSON files) and import: send a HabitBot export or Loop Habit Tracker's
-CSV export (ZIP) as a document."""
+CSV export (ZIP) as a document. The upload is only checked (size, type) and handed to a
+worker (`workers.imports`): no file is read in the bot."""
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
 
+import redis
 from telebot import types
 
 from habitbot.bot.context import Context
-from habitbot.bot.handlers.today import today_for
 from habitbot.bot.registry import registry
-from habitbot.i18n import N_
 from habitbot.services import transfer
-from habitbot.telegram.errors import TelegramError
+from workers import imports
 
 log = logging.getLogger(__name__)
 
-REFUSALS = {
-    "too_large": N_("The file is too large: at most 5 MB."),
-    "send_loop_zip": N_("Send the whole ZIP file that Loop Habit Tracker exports, not a single "
-                        "file from it."),
-    "too_many_habits": N_("The file has too many habits (at most 200)."),
-    "too_many_rows": N_("The file has too many check-ins (at most 100,000)."),
-}
-UNREADABLE = N_("I cannot read this file. Send a HabitBot export (CSV or JSON) or the CSV "
-                "export of Loop Habit Tracker (a ZIP file).")
+_EXTENSIONS = ("csv", "json", "zip", "txt")
+_MEDIA = ("image/", "video/", "audio/")
 
 
 @registry.command("export")
@@ -41,6 +34,14 @@ def export(ctx: Context, message: types.Message) -> None:
                                         "me (to this or another account) to import it."))
 
 
+def _importable(document: types.Document) -> bool:
+    """Worth a download: a name we read (or none) and no media type."""
+    name = (document.file_name or "").lower()
+    extension = name.rsplit(".", 1)[1] if "." in name else ""
+    mime = (document.mime_type or "").lower()
+    return (not extension or extension in _EXTENSIONS) and not mime.startswith(_MEDIA)
+
+
 def receive_document(ctx: Context, message: types.Message) -> None:
     document = message.document
     assert document is not None
@@ -48,41 +49,18 @@ def receive_document(ctx: Context, message: types.Message) -> None:
         ctx.reply(ctx._("Import is not available right now."))
         return
     if (document.file_size or 0) > transfer.MAX_FILE_BYTES:
-        ctx.reply(ctx._(REFUSALS["too_large"]))
+        ctx.reply(imports.refusal_text(ctx.t, "too_large", transfer.MAX_FILE_BYTES // transfer.MB))
         return
+    if not _importable(document):
+        ctx.reply(ctx._(imports.UNREADABLE))
+        return
+    upload = imports.Upload(ctx.user.telegram_id, ctx.user.language, document.file_id,
+                            document.file_unique_id, document.file_name or "file")
     try:
-        info = ctx.bot.get_file(document.file_id)
-        data = ctx.runtime.telegram.download_file(info.file_path or "",
-                                                  transfer.MAX_FILE_BYTES)
-    except ValueError:
-        ctx.reply(ctx._(REFUSALS["too_large"]))
+        answer = imports.enqueue(ctx.runtime.redis, upload)
+    except redis.RedisError as exc:
+        log.warning("import not queued", extra={"user_id": ctx.user.telegram_id,
+                                                "error": type(exc).__name__})
+        ctx.reply(ctx._("Import is not available right now."))
         return
-    except TelegramError:
-        ctx.reply(ctx._("I could not download the file. Please send it again."))
-        return
-    try:
-        summary = transfer.import_file(ctx.runtime.engine, ctx.user.id,
-                                       document.file_name or "file", data)
-    except transfer.TransferError as exc:
-        log.info("import refused", extra={"user_id": ctx.user.telegram_id, "code": exc.code})
-        ctx.reply(ctx._(REFUSALS.get(exc.code, UNREADABLE)))
-        return
-    lines = [ctx._("Import done."),
-             ctx.t.ngettext("{n} habit created", "{n} habits created", summary.habits_created),
-             ctx.t.ngettext("{n} habit matched an existing one",
-                            "{n} habits matched existing ones", summary.habits_matched),
-             ctx.t.ngettext("{n} check-in imported", "{n} check-ins imported",
-                            summary.checkins_imported)]
-    if summary.checkins_skipped_existing:
-        lines.append(ctx.t.ngettext("{n} check-in was already there",
-                                    "{n} check-ins were already there",
-                                    summary.checkins_skipped_existing))
-    if summary.rows_ignored:
-        lines.append(ctx.t.ngettext("{n} row could not be used", "{n} rows could not be used",
-                                    summary.rows_ignored))
-    if "archived_over_free_limit" in summary.warnings:
-        lines.append(ctx._("Habits over the free plan's limit were archived with their "
-                           "history: see /habits."))
-    lines.append(ctx._("See /stats for your numbers (today is {date}).",
-                       date=today_for(ctx).strftime("%d.%m.%Y")))
-    ctx.reply("\n".join(lines))
+    ctx.reply(ctx._(answer))

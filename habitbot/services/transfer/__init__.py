@@ -43,6 +43,7 @@ from habitbot.services.transfer.limits import (
     MAX_UNZIPPED_BYTES,
     MAX_ZIP_ENTRIES,
     MAX_ZIP_RATIO,
+    MB,
     Budget,
     TransferError,
 )
@@ -51,7 +52,7 @@ from habitbot.services.transfer.writing import ImportSummary, import_file
 __all__ = [
     "CSV_COLUMNS", "EXPORT_FORMAT", "EXPORT_VERSION", "MAX_CELLS", "MAX_CHECKINS", "MAX_COLUMNS",
     "MAX_FILE_BYTES", "MAX_HABITS", "MAX_LINE_CHARS", "MAX_PARSE_SECONDS", "MAX_REST_PERIODS",
-    "MAX_ROWS", "MAX_UNZIPPED_BYTES", "MAX_ZIP_ENTRIES", "MAX_ZIP_RATIO", "WEEKDAY_NAMES",
+    "MAX_ROWS", "MAX_UNZIPPED_BYTES", "MAX_ZIP_ENTRIES", "MAX_ZIP_RATIO", "MB", "WEEKDAY_NAMES",
     "Budget", "CheckinRecord", "ExportData", "HabitRecord", "ImportSummary", "TransferError",
     "export_user", "import_file", "to_csv", "to_json",
 ]

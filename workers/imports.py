@@ -1,0 +1,283 @@
+"""Imports of uploaded files, run by a worker so that no upload holds a bot thread, the bot's
+memory or its restart: the job downloads the file through the Bot API, imports it within the
+limits of `services.transfer`, and tells the user the outcome whatever it is — imported,
+refused (naming the limit the file went over), failed, or stopped at the job's time limit.
+
+One job per user and file: its id is made of the user and Telegram's `file_unique_id`, and
+RQ refuses a second job with that id (`unique=True`), so the same file sent twice, or an
+update delivered twice, is imported once while its job is queued, running or recently done.
+A refused or failed import does not hold the id: the file can be sent again at once. And one
+import per user at a time (a slot in Redis, held until the job ends or for its time limit):
+one user sending many files cannot fill the workers other users' jobs need.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import redis
+from rq import Callback, Queue, get_current_job
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.timeouts import JobTimeoutException
+from sqlalchemy.exc import SQLAlchemyError
+
+from habitbot.i18n import N_, Translator
+from habitbot.redis_client import KEY_PREFIX
+from habitbot.runtime import Runtime
+from habitbot.services import transfer
+from habitbot.services.progress import local_day
+from habitbot.services.users import UserContext, load_user
+from habitbot.telegram.deferred import DeferredReplies
+from habitbot.telegram.errors import TelegramError
+from habitbot.telegram.sender import error_of
+from workers import queues
+from workers.context import job_runtime
+
+log = logging.getLogger(__name__)
+
+JOB_TIMEOUT = 120
+RESULT_TTL = 3600     # a done import keeps its id this long: the same file again is not re-run
+FAILURE_TTL = 86400   # failed imports stay this long for `habitbot jobs`
+CALLBACK_TIMEOUT = 30
+SLOT_TTL = JOB_TIMEOUT + 60  # a job killed outright releases its user's slot this late
+IMPORTED = "imported"
+_SLOT_PREFIX = f"{KEY_PREFIX}import:user:"
+# Release the slot only if it is still this job's.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+REFUSALS = {
+    "too_large": N_("The file is too large: at most {limit} MB."),
+    "zip_too_large": N_("The ZIP file unpacks to more than {limit} MB."),
+    "zip_too_many_files": N_("The ZIP file holds too many files (at most {limit})."),
+    "zip_ratio": N_("The ZIP file is packed too tightly to be an export: it unpacks to more "
+                    "than {limit} times its size."),
+    "line_too_long": N_("A line of the file is too long (at most {limit} characters)."),
+    "too_many_columns": N_("A row of the file has too many columns (at most {limit})."),
+    "too_many_rows": N_("The file has too many rows (at most {limit})."),
+    "too_many_cells": N_("The file has too many cells (at most {limit})."),
+    "too_slow": N_("The file takes too long to read (more than {limit} seconds of work). "
+                   "Send a smaller file."),
+    "too_many_habits": N_("The file has too many habits (at most {limit})."),
+    "too_many_habits_total": N_("With this file you would have more than {limit} habits. "
+                                "Delete some first: /habits."),
+    "too_many_checkins": N_("The file has too many check-ins (at most {limit})."),
+    "too_many_rest_periods": N_("The file has too many rest periods (at most {limit})."),
+    "send_loop_zip": N_("Send the whole ZIP file that Loop Habit Tracker exports, not a single "
+                        "file from it."),
+}
+UNREADABLE = N_("I cannot read this file. Send a HabitBot export (CSV or JSON) or the CSV "
+                "export of Loop Habit Tracker (a ZIP file).")
+STARTED = N_("Importing the file… I will write when it is done.")
+RUNNING = N_("This file is already being imported: I will write when it is done.")
+DONE_RECENTLY = N_("This file has just been imported: see /habits.")
+BUSY = N_("Another file of yours is being imported: send this one when it is done.")
+DOWNLOAD_FAILED = N_("I could not download the file. Please send it again.")
+FAILED = N_("The import failed and nothing was changed. Please send the file again a little "
+            "later.")
+TIMED_OUT = N_("The import took too long and was stopped; nothing was changed. Send a smaller "
+               "file.")
+
+
+@dataclass(frozen=True)
+class Upload:
+    telegram_id: int
+    language: str  # for the answers when the user's own setting cannot be read
+    file_id: str
+    file_unique_id: str
+    file_name: str
+
+
+def job_id(telegram_id: int, file_unique_id: str) -> str:
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_"
+                   for c in file_unique_id[:64])
+    return f"import-{telegram_id}-{safe}"
+
+
+def enqueue(conn: redis.Redis, upload: Upload) -> str:
+    """Queue the import of `upload`; returns the message to answer the upload with now.
+    Raises redis.RedisError when the queue cannot be reached."""
+    ident = job_id(upload.telegram_id, upload.file_unique_id)
+    slot = _SLOT_PREFIX + str(upload.telegram_id)
+    taken = bool(conn.set(slot, ident, nx=True, ex=SLOT_TTL))
+    if not taken and conn.get(slot) != ident.encode():
+        return BUSY
+    answer = _enqueue(conn, upload, ident)
+    if taken and answer != STARTED:
+        _release(conn, upload.telegram_id, ident)
+    return answer
+
+
+def _enqueue(conn: redis.Redis, upload: Upload, ident: str) -> str:
+    queue = Queue(queues.DEFAULT, connection=conn)
+    for _attempt in range(3):
+        try:
+            queue.enqueue(import_upload, upload.telegram_id, upload.language, upload.file_id,
+                          upload.file_name,
+                          job_id=ident, unique=True, job_timeout=JOB_TIMEOUT,
+                          result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+                          on_failure=Callback(tell_failure, timeout=CALLBACK_TIMEOUT),
+                          description=f"import for user {upload.telegram_id}")
+            return STARTED
+        except DuplicateJobError:
+            answer = _earlier(conn, ident)
+            if answer is not None:
+                return answer
+    return RUNNING
+
+
+def _release(conn: redis.Redis, telegram_id: int, ident: str) -> None:
+    try:
+        conn.eval(_RELEASE, 1, _SLOT_PREFIX + str(telegram_id), ident)
+    except redis.RedisError as exc:  # it expires on its own
+        log.warning("import slot not released", extra={"user_id": telegram_id,
+                                                       "error": type(exc).__name__})
+
+
+def _earlier(conn: redis.Redis, ident: str) -> str | None:
+    """The answer when the job of this file already exists, or None once it is removed (it
+    ended without importing: the file may be imported again)."""
+    try:
+        job = Job.fetch(ident, connection=conn)
+        status = job.get_status(refresh=False)
+    except NoSuchJobError:
+        return None
+    if status == JobStatus.FINISHED and job.return_value() == IMPORTED:
+        return DONE_RECENTLY
+    if status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        job.delete()
+        return None
+    return RUNNING
+
+
+# -- the job ---------------------------------------------------------------------------------
+def _number(value: int, language: str) -> str:
+    return f"{value:,}".replace(",", "\u00a0" if language == "ru" else ",")
+
+
+def refusal_text(t: Translator, code: str, limit: int | None) -> str:
+    if code not in REFUSALS:
+        return t.gettext(UNREADABLE)
+    return t.gettext(REFUSALS[code], limit=_number(limit or 0, t.language))
+
+
+def summary_text(t: Translator, user: UserContext, summary: transfer.ImportSummary) -> str:
+    lines = [t.gettext("Import done."),
+             t.ngettext("{n} habit created", "{n} habits created", summary.habits_created),
+             t.ngettext("{n} habit matched an existing one",
+                        "{n} habits matched existing ones", summary.habits_matched),
+             t.ngettext("{n} check-in imported", "{n} check-ins imported",
+                        summary.checkins_imported)]
+    if summary.checkins_skipped_existing:
+        lines.append(t.ngettext("{n} check-in was already there",
+                                "{n} check-ins were already there",
+                                summary.checkins_skipped_existing))
+    if summary.rows_ignored:
+        lines.append(t.ngettext("{n} row could not be used", "{n} rows could not be used",
+                                summary.rows_ignored))
+    if "archived_over_free_limit" in summary.warnings:
+        lines.append(t.gettext("Habits over the free plan's limit were archived with their "
+                               "history: see /habits."))
+    today = local_day(datetime.now(UTC), user.timezone, user.day_start_hour)
+    lines.append(t.gettext("See /stats for your numbers (today is {date}).",
+                           date=today.strftime("%d.%m.%Y")))
+    return "\n".join(lines)
+
+
+def _reply(runtime: Runtime, chat_id: int, text: str) -> None:
+    """Through the bot's kept replies: while Telegram cannot be reached the answer waits in
+    Redis and the bot delivers it when Telegram answers again."""
+    params: dict[str, Any] = {"chat_id": chat_id, "text": text, "parse_mode": "HTML"}
+    try:
+        response = DeferredReplies(runtime.sender, runtime.redis).send("sendMessage", params)
+    except TelegramError as exc:
+        log.warning("import outcome not sent", extra={"user_id": chat_id, "code": exc.code})
+        return
+    error = error_of("sendMessage", response) if response is not None else None
+    if error is not None:
+        log.warning("import outcome not sent", extra={"user_id": chat_id,
+                                                      "code": error.code})
+
+
+def _download(runtime: Runtime, file_id: str) -> bytes:
+    info = runtime.sender.call("getFile", {"file_id": file_id}) or {}
+    if (info.get("file_size") or 0) > transfer.MAX_FILE_BYTES:
+        raise transfer.TransferError("too_large", transfer.MAX_FILE_BYTES // transfer.MB)
+    try:
+        return runtime.telegram.download_file(str(info.get("file_path") or ""),
+                                              transfer.MAX_FILE_BYTES)
+    except ValueError:
+        raise transfer.TransferError("too_large", transfer.MAX_FILE_BYTES // transfer.MB) \
+            from None
+
+
+def _committed() -> None:
+    """The import is written: a failure from here on must not tell the user it was not."""
+    job = get_current_job()
+    if job is not None:
+        job.meta["committed"] = True
+        job.save_meta()
+
+
+def import_upload(telegram_id: int, language: str, file_id: str, file_name: str) -> str:
+    """The RQ job: returns IMPORTED, or the code of the refusal the user was told."""
+    runtime = job_runtime()
+    job = get_current_job()
+    try:
+        return _import(runtime, telegram_id, file_id, file_name)
+    finally:
+        if job is not None:
+            _release(runtime.redis, telegram_id, job.id)
+
+
+def _import(runtime: Runtime, telegram_id: int, file_id: str, file_name: str) -> str:
+    user = load_user(runtime.engine, telegram_id)
+    if user is None or user.id is None:
+        log.warning("import for an unknown user dropped", extra={"user_id": telegram_id})
+        return "unknown_user"
+    t = Translator(user.language)
+    context = {"user_id": telegram_id}
+    try:
+        data = _download(runtime, file_id)
+        summary = transfer.import_file(runtime.engine, user.id, file_name, data)
+    except transfer.TransferError as exc:
+        log.info("import refused", extra={**context, "code": exc.code})
+        _reply(runtime, telegram_id, refusal_text(t, exc.code, exc.limit))
+        return exc.code
+    except TelegramError as exc:
+        log.warning("import file not downloaded", extra={**context, "code": exc.code})
+        _reply(runtime, telegram_id, t.gettext(DOWNLOAD_FAILED))
+        return "download_failed"
+    _committed()
+    log.info("import done", extra={**context, "habits_created": summary.habits_created,
+                                   "checkins_imported": summary.checkins_imported})
+    _reply(runtime, telegram_id, summary_text(t, user, summary))
+    return IMPORTED
+
+
+def tell_failure(job: Job, connection: redis.Redis, exc_type: type[BaseException],
+                 exc_value: BaseException, traceback: TracebackType | None) -> None:
+    """RQ's failure callback of the job (an error, or its time limit): tell the user."""
+    telegram_id = int(job.args[0])
+    context = {"user_id": telegram_id, "job_id": job.id, "error": exc_type.__name__}
+    runtime = job_runtime()
+    _release(runtime.redis, telegram_id, job.id)
+    if job.meta.get("committed"):
+        log.error("import written but its outcome not sent", extra=context)
+        return
+    timed_out = issubclass(exc_type, JobTimeoutException)
+    log.error("import stopped at its time limit" if timed_out else "import failed",
+              extra=context)
+    try:
+        user = load_user(runtime.engine, telegram_id)
+    except SQLAlchemyError:
+        user = None
+    t = Translator(user.language if user else str(job.args[1]))
+    _reply(runtime, telegram_id, t.gettext(TIMED_OUT if timed_out else FAILED))
