@@ -8,8 +8,10 @@ entry points turn it into one clear line on stderr and exit code 2.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -28,8 +30,14 @@ _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,200}$")
 
 SECRET_VARS = frozenset(
     {"BOT_TOKEN", "DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN", "YOOKASSA_SECRET_KEY",
-     "CRYPTOBOT_TOKEN", "METRICS_TOKEN"}
+     "CRYPTOBOT_TOKEN", "METRICS_TOKEN", "SECRET_KEY"}
 )
+# A secret typed by a person is short or patterned; one from `secrets.token_urlsafe(32)` is
+# neither. The checks refuse the first kind (the message names the variable, never the value).
+MIN_ADMIN_TOKEN_LENGTH = 24
+MIN_SECRET_KEY_LENGTH = 32
+_MIN_DISTINCT_CHARACTERS = 10
+_MIN_ESTIMATED_BITS = 64
 
 
 class ConfigError(Exception):
@@ -44,6 +52,8 @@ class Settings:
     telegram_api_url: str = DEFAULT_TELEGRAM_API_URL
     alert_chat_id: int | None = None
     admin_token: str | None = field(default=None, repr=False)
+    # Signs the /admin session cookie; unset: generated once and kept in Redis (webhooks.admin).
+    secret_key: str | None = field(default=None, repr=False)
     metrics_token: str | None = field(default=None, repr=False)
     yookassa_shop_id: str | None = None
     yookassa_secret_key: str | None = field(default=None, repr=False)
@@ -201,6 +211,28 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _estimated_bits(value: str) -> float:
+    """Shannon entropy of the characters times the length: low for repeats and patterns."""
+    counts = Counter(value)
+    return -sum(n * math.log2(n / len(value)) for n in counts.values())
+
+
+def _strong_secret(env: Mapping[str, str], name: str, min_length: int) -> str | None:
+    value = _get(env, name)
+    if value is None:
+        return None
+    classes = sum(1 for test in (str.islower, str.isupper, str.isdigit)
+                  if any(test(c) for c in value)) + any(not c.isalnum() for c in value)
+    if (len(value) < min_length or classes < 2
+            or len(set(value)) < _MIN_DISTINCT_CHARACTERS
+            or _estimated_bits(value) < _MIN_ESTIMATED_BITS):
+        raise ConfigError(
+            f"{name} is too weak: expected at least {min_length} random characters of two "
+            "kinds or more (letters, digits, symbols), e.g. from `python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`; got <hidden>")
+    return value
+
+
 def _require(env: Mapping[str, str], name: str, expected: str) -> str:
     value = _get(env, name)
     if value is None:
@@ -237,7 +269,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         telegram_api_url=_parse(env, "TELEGRAM_API_URL", _http_url, DEFAULT_TELEGRAM_API_URL,
                                 "an http(s) URL"),
         alert_chat_id=_parse(env, "ALERT_CHAT_ID", _chat_id, None, "a non-zero integer chat id"),
-        admin_token=_get(env, "ADMIN_TOKEN"),
+        admin_token=_strong_secret(env, "ADMIN_TOKEN", MIN_ADMIN_TOKEN_LENGTH),
+        secret_key=_strong_secret(env, "SECRET_KEY", MIN_SECRET_KEY_LENGTH),
         metrics_token=_get(env, "METRICS_TOKEN"),
         yookassa_shop_id=_get(env, "YOOKASSA_SHOP_ID"),
         yookassa_secret_key=_get(env, "YOOKASSA_SECRET_KEY"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 
@@ -15,6 +16,8 @@ GOOD = {
     "DATABASE_URL": "postgresql://u:supersecret@127.0.0.1:5432/habitbot",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
 }
+STRONG_ADMIN_TOKEN = "vK3q-9xLm_T2pZr8WnB4yHc7"
+STRONG_SECRET_KEY = "Qm7_rT2x-Lp9ZkW4vN8cYb3hJd6fGs1aXe5u"
 
 
 def test_defaults_follow_the_design_table():
@@ -29,9 +32,11 @@ def test_defaults_follow_the_design_table():
 
 
 def test_repr_never_shows_secrets():
-    s = load_settings({**GOOD, "ADMIN_TOKEN": "admin-secret", "CRYPTOBOT_TOKEN": "cb-secret"})
+    s = load_settings({**GOOD, "ADMIN_TOKEN": STRONG_ADMIN_TOKEN, "CRYPTOBOT_TOKEN": "cb-secret",
+                       "SECRET_KEY": STRONG_SECRET_KEY})
     shown = repr(s) + str(s)
-    for secret in ("supersecret", "ABC-def_ghi", "admin-secret", "cb-secret"):
+    for secret in ("supersecret", "ABC-def_ghi", STRONG_ADMIN_TOKEN, "cb-secret",
+                   STRONG_SECRET_KEY):
         assert secret not in shown
 
 
@@ -169,3 +174,37 @@ def test_the_web_database_pool_follows_the_request_threads(database_url, redis_u
             assert runtime.engine.pool.size() == expected
         finally:
             runtime.close()
+
+
+@pytest.mark.parametrize("name, value", [
+    ("ADMIN_TOKEN", "admin"), ("ADMIN_TOKEN", "admin-secret"),
+    ("ADMIN_TOKEN", "x" * 40), ("ADMIN_TOKEN", "abababababababababababab12"),
+    ("ADMIN_TOKEN", "correcthorsebatterystaple"), ("ADMIN_TOKEN", "123456789012345678901234"),
+    ("ADMIN_TOKEN", STRONG_ADMIN_TOKEN[:23]),
+    ("SECRET_KEY", "short-Key-1"), ("SECRET_KEY", STRONG_ADMIN_TOKEN),
+    ("SECRET_KEY", "Aa1" * 12),
+])
+def test_a_weak_admin_token_or_secret_key_is_refused_at_start(name, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings({**GOOD, name: value})
+    message = str(info.value)
+    assert message.startswith(f"{name} is too weak: expected at least ")
+    assert value not in message and "<hidden>" in message
+
+
+def test_generated_secrets_are_accepted():
+    for _ in range(50):
+        s = load_settings({**GOOD, "ADMIN_TOKEN": secrets.token_urlsafe(32),
+                           "SECRET_KEY": secrets.token_urlsafe(32)})
+        assert s.admin_token and s.secret_key
+    assert load_settings(GOOD).secret_key is None  # generated and kept in Redis instead
+
+
+def test_a_weak_admin_token_stops_a_program_naming_the_variable():
+    env = {"PATH": "/usr/bin:/bin", **GOOD, "ADMIN_TOKEN": "hunter2hunter2"}
+    result = subprocess.run([sys.executable, "-m", "habitbot.bot"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(
+        "habitbot bot: configuration error: ADMIN_TOKEN is too weak")
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr

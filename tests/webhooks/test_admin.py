@@ -3,6 +3,8 @@ refused (and changes nothing), and what each page shows."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -12,15 +14,19 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 from alembic import command
 from flask import Flask
+from flask.json.tag import TaggedJSONSerializer
 from flask.testing import FlaskClient
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from rq import Queue, SimpleWorker
 from rq.registry import FailedJobRegistry
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from habitbot import metrics
 from habitbot.config import load_settings
 from habitbot.db import make_engine
 from habitbot.models import (
+    AdminAlert,
     Habit,
     HabitCheckin,
     HabitSchedule,
@@ -33,13 +39,14 @@ from habitbot.services import billing, heartbeat
 from habitbot.services.health import worker_beat
 from habitbot.services.schema import alembic_config_for, run_deploy_gate
 from tests.conftest import make_env
-from webhooks.admin.auth import LOGIN_LIMIT
-from webhooks.admin.blueprint import COOKIE_NAME
+from webhooks.admin.auth import LOGIN_GLOBAL_LIMIT, LOGIN_LIMIT, SESSION_PREFIX
+from webhooks.admin.blueprint import COOKIE_NAME, SECRET_REDIS_KEY
 from webhooks.app import create_app
 
 TOKEN = "admin-Token-for-tests-0123456789"
 NO_TELEGRAM = "http://127.0.0.1:9"
 PAGES = ("/admin/", "/admin/activity", "/admin/payments", "/admin/jobs", "/admin/users")
+session_json_serializer = TaggedJSONSerializer()
 EVIL = ("' OR '1'='1", "1; DROP TABLE users; --", "<script>alert(1)</script>",
         '"><img src=x onerror=alert(1)>')
 
@@ -251,9 +258,88 @@ def test_the_session_key_is_the_same_in_every_worker_and_follows_the_token(make_
     assert cookie is not None
     second.set_cookie(COOKIE_NAME, cookie.value, path="/admin")
     assert _logged_in(second)  # another gunicorn worker (or a restart) reads the same cookie
-    rotated = make_app(ADMIN_TOKEN="a-new-token-after-rotation").test_client()
+    rotated = make_app(ADMIN_TOKEN="A-new-token-after-rotation-7").test_client()
     rotated.set_cookie(COOKIE_NAME, cookie.value, path="/admin")
     assert not _logged_in(rotated)
+
+
+def _old_token_derived_keys() -> list[str]:
+    """Keys an attacker would try: what the cookie used to be signed with, and the obvious."""
+    derived = hmac.new(TOKEN.encode(), b"habitbot /admin session signing key v1",
+                       hashlib.sha256).hexdigest()
+    return [derived, TOKEN, hashlib.sha256(TOKEN.encode()).hexdigest()]
+
+
+def _serializer(key: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(key, salt="cookie-session", serializer=session_json_serializer,
+                                  signer_kwargs={"key_derivation": "hmac",
+                                                 "digest_method": hashlib.sha1})
+
+
+def test_the_login_pages_cookie_cannot_be_checked_against_token_guesses(client):
+    """An anonymous visitor's cookie was signed with a key derived from ADMIN_TOKEN: hashing
+    guesses until one verifies the cookie found the token offline, past every limit."""
+    assert client.get("/admin/login").status_code == 200
+    cookie = client.get_cookie(COOKIE_NAME, path="/admin")
+    assert cookie is not None  # the form's nonce
+    for key in _old_token_derived_keys():
+        with pytest.raises(BadSignature):
+            _serializer(key).loads(cookie.value)
+    _, payload = _serializer("any").loads_unsafe(cookie.value)
+    assert set(payload) == {"login_nonce"} and TOKEN not in json.dumps(payload)
+
+
+def test_the_generated_secret_is_random_kept_in_redis_and_shared(make_app, redis_conn):
+    first = make_app().test_client()
+    _login(first)
+    stored = redis_conn.get(SECRET_REDIS_KEY)
+    assert stored is not None and len(stored) >= 48 and TOKEN.encode() not in stored
+    cookie = first.get_cookie(COOKIE_NAME, path="/admin")
+    assert cookie is not None
+    assert _serializer(stored.decode()).loads(cookie.value)["sid"]
+    second = make_app().test_client()  # another worker, or the app after a restart
+    second.set_cookie(COOKIE_NAME, cookie.value, path="/admin")
+    assert _logged_in(second) and redis_conn.get(SECRET_REDIS_KEY) == stored
+
+
+def test_secret_key_from_the_environment_signs_the_cookie(make_app, redis_conn):
+    key = "Zx8_kP3m-Qr7vT2nLw9cYb4hJd6fGs1aXe5uR0"
+    client = make_app(SECRET_KEY=key).test_client()
+    _login(client)
+    cookie = client.get_cookie(COOKIE_NAME, path="/admin")
+    assert cookie is not None and _serializer(key).loads(cookie.value)["sid"]
+    assert redis_conn.get(SECRET_REDIS_KEY) is None
+
+
+def test_a_forged_or_old_secret_cookie_is_refused(client, redis_conn):
+    _login(client)
+    cookie = client.get_cookie(COOKIE_NAME, path="/admin")
+    assert cookie is not None
+    _, payload = _serializer("any").loads_unsafe(cookie.value)
+    assert redis_conn.exists(SESSION_PREFIX + payload["sid"])  # a live session behind it
+    for key in [*_old_token_derived_keys(), "guessed-secret"]:
+        forged = _serializer(key).dumps(payload)
+        client.set_cookie(COOKIE_NAME, forged, path="/admin")
+        assert not _logged_in(client), key
+    tampered = cookie.value[:-2] + ("AA" if not cookie.value.endswith("AA") else "BB")
+    client.set_cookie(COOKIE_NAME, tampered, path="/admin")
+    assert not _logged_in(client)
+    client.set_cookie(COOKIE_NAME, cookie.value, path="/admin")
+    assert _logged_in(client)  # the genuine cookie still works
+
+
+def test_changing_the_token_logs_every_session_out(make_app, redis_conn):
+    before = make_app().test_client()
+    _login(before)
+    cookie = before.get_cookie(COOKIE_NAME, path="/admin")
+    assert cookie is not None
+    sid = _serializer("any").loads_unsafe(cookie.value)[1]["sid"]
+    restarted = make_app(ADMIN_TOKEN="Rotated-admin-token-4f9c2e7b1d").test_client()
+    restarted.set_cookie(COOKIE_NAME, cookie.value, path="/admin")  # same secret, new token
+    response = restarted.get("/admin/")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/login")
+    assert not redis_conn.exists(SESSION_PREFIX + sid)  # the old session is gone for good
+    assert _login(restarted, "Rotated-admin-token-4f9c2e7b1d").status_code == 302
 
 
 def test_login_attempts_are_rate_limited_per_client_ip(make_app):
@@ -268,6 +354,64 @@ def test_login_attempts_are_rate_limited_per_client_ip(make_app):
     assert not _logged_in(client)
     other = app.test_client()
     assert _login(other, headers={"X-Forwarded-For": "198.51.100.8"}).status_code == 302
+
+
+def test_rotating_addresses_inside_one_ipv6_64_is_one_address(make_app):
+    app = make_app(TRUSTED_PROXIES="1")
+    client = app.test_client()
+    for n in range(LOGIN_LIMIT):
+        hop = {"X-Forwarded-For": f"2001:db8:7:1::{n + 1:x}"}
+        assert _login(client, "guess", headers=hop).status_code == 403
+    for address in ("2001:db8:7:1::abcd", "2001:db8:7:1:ffff:ffff:ffff:ffff",
+                    "2001:db8:7:1:1234:5678:9abc:def0"):
+        limited = _login(client, TOKEN, headers={"X-Forwarded-For": address})
+        assert limited.status_code == 429, address
+    assert not _logged_in(client)
+    neighbour = app.test_client()  # the next /64 is someone else
+    assert _login(neighbour, headers={"X-Forwarded-For": "2001:db8:7:2::1"}).status_code == 302
+
+
+def test_the_global_limit_stops_a_guess_from_many_addresses(make_app, engine, redis_conn):
+    app = make_app(TRUSTED_PROXIES="1")
+    operator = app.test_client()
+    _login(operator, headers={"X-Forwarded-For": "192.0.2.1"})
+    attacker = app.test_client()
+    attempts = 1
+    for n in range(LOGIN_GLOBAL_LIMIT * 2):
+        response = _login(attacker, "guess", headers={"X-Forwarded-For": f"198.18.{n}.1"})
+        attempts += 1
+        if response.status_code == 429:
+            break
+        assert response.status_code == 403
+    assert attempts == LOGIN_GLOBAL_LIMIT + 1  # the operator's login counted too
+    assert "paused for everyone" in _html(response)
+    assert int(response.headers["Retry-After"]) > 0
+    fresh = _login(app.test_client(), TOKEN, headers={"X-Forwarded-For": "203.0.113.99"})
+    assert fresh.status_code == 429  # even the right token, from a new address
+    assert _logged_in(operator)  # open sessions keep working
+    for n in range(20):
+        _login(attacker, "guess", headers={"X-Forwarded-For": f"198.19.{n}.1"})
+    with Session(engine) as session:
+        floods = session.execute(select(AdminAlert.status).where(
+            AdminAlert.fingerprint == "admin_login_flood")).scalars().all()
+    assert len(floods) == 1  # one alert, however long it goes on
+    counted = metrics.stored(redis_conn)
+    assert counted['habitbot_admin_logins_total{outcome="limited_global"}'] == 22
+
+
+def test_a_guessing_loop_is_counted_and_logged_rarely(make_app, redis_conn, caplog):
+    caplog.set_level(logging.INFO, logger="webhooks.admin.auth")
+    app = make_app(TRUSTED_PROXIES="1")
+    client = app.test_client()
+    for _ in range(LOGIN_LIMIT * 4):
+        _login(client, "guess", headers={"X-Forwarded-For": "198.51.100.77"})
+    counted = metrics.stored(redis_conn)
+    assert counted['habitbot_admin_logins_total{outcome="wrong_token"}'] == LOGIN_LIMIT
+    assert counted['habitbot_admin_logins_total{outcome="limited_address"}'] == \
+        LOGIN_LIMIT * 3
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("admin: login refused") == 1
+    assert lines.count("admin: login rate limit") == 1
 
 
 def test_a_spoofed_forwarded_for_does_not_escape_the_rate_limit(client):
