@@ -150,14 +150,19 @@ def refund_text(runtime: Runtime, refund_id: int) -> tuple[int, str] | None:
             balance = _balance(session, user.id, payment.currency)
             text = t.gettext("↩️ Refund of {amount} for a balance top-up.\nBalance: {balance}.",
                              amount=amount, balance=format_money(balance, payment.currency))
-        elif user.premium_ends_at is not None and user.premium_ends_at > refund.created_at:
+        elif (until := _access_end(user)) is not None and until > refund.created_at:
             text = t.gettext("↩️ Refund of {amount} for premium. Premium is now until {date}.",
-                             amount=amount,
-                             date=local_date(user.premium_ends_at, user.timezone))
+                             amount=amount, date=local_date(until, user.timezone))
         else:
             text = t.gettext("↩️ Refund of {amount} for premium. Premium has ended.",
                              amount=amount)
         return user.telegram_id, text
+
+
+def _access_end(user: User) -> datetime | None:
+    """Premium access left after a refund: paid days or a trial still running, the later."""
+    return max((d for d in (user.premium_ends_at, user.trial_ends_at) if d is not None),
+               default=None)
 
 
 def _deliver(runtime: Runtime, what: str, ident: int) -> bool:

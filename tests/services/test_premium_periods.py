@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import insert, select, update
 
 from habitbot.models import Subscription, User
+from habitbot.payments import notify
 from habitbot.services import billing, operator
 
 NOW = datetime(2026, 12, 8, 10, 0, tzinfo=UTC)
@@ -126,6 +128,17 @@ def test_a_full_refund_of_a_month_bought_during_the_trial_keeps_the_trial(engine
     assert row.premium_ends_at <= NOW + DAY and outcome.premium_until == row.premium_ends_at
     # Premium access (the trial) continues to its end, then nothing.
     assert billing.status(engine, trial_user, NOW + 4 * DAY).tier == "free"
+
+
+def test_the_refund_notice_says_the_trial_goes_on(runtime, engine, alice):
+    """Told at the real time of the refund (the refund row's own clock)."""
+    now = datetime.now(UTC)
+    trial_end = billing.start_trial(engine, alice, now - 3 * DAY)
+    payment_id = month_payment(engine, alice, now=now)
+    outcome = billing.apply_refund(engine, payment_id, "rf-1", 19900, now=now)
+    _chat, text = notify.refund_text(runtime, outcome.refund_id)
+    day = trial_end.astimezone(ZoneInfo("Europe/Moscow")).strftime("%d.%m.%Y")  # her zone
+    assert text == f"↩️ Возврат 199.00 ₽ за премиум. Теперь премиум действует до {day}."
 
 
 def test_a_partial_refund_removes_only_its_share_of_the_paid_days(engine, trial_user):
