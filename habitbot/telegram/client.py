@@ -11,8 +11,8 @@ from typing import Any
 
 import requests
 
-from habitbot.http_sessions import DirectHttp, Response, ThreadSessions
-from habitbot.telegram.errors import TelegramError
+from habitbot.http_sessions import NETWORK_ERRORS, DirectHttp, Response, ThreadSessions
+from habitbot.telegram.errors import TelegramError, TelegramNetworkError
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,18 @@ class BotApiClient:
             raise ValueError("bad file path")
         url = self._base.replace("/bot", "/file/bot", 1) + file_path
         timeout = (self._connect_timeout, self._read_timeout)
-        with self._sessions.get().get(url, stream=True, timeout=timeout) as response:
-            if response.status_code != 200:
-                raise TelegramError("getFile", response.status_code, "file download failed")
-            chunks, size = [], 0
-            for chunk in response.iter_content(64 * 1024):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ValueError("file too large")
-                chunks.append(chunk)
+        try:
+            with self._sessions.get().get(url, stream=True, timeout=timeout) as response:
+                if response.status_code != 200:
+                    raise TelegramError("getFile", response.status_code, "file download failed")
+                chunks, size = [], 0
+                for chunk in response.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ValueError("file too large")
+                    chunks.append(chunk)
+        except NETWORK_ERRORS as exc:
+            raise TelegramNetworkError("getFile", type(exc).__name__) from None
         return b"".join(chunks)
 
     @staticmethod
