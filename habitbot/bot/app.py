@@ -4,8 +4,9 @@ A plain loop around `getUpdates` rather than `infinity_polling`, so that we cont
 happens between polls: a heartbeat in Redis after each successful poll (read by `/health`), a
 revoked token detected, alerted and retried slowly instead of spinning, network errors and
 Telegram outages retried with backoff until the API is back, and a clean stop on SIGTERM/SIGINT
-after the updates in hand are handled — and confirmed to Telegram with one last getUpdates, so
-they are not delivered again after the restart.
+(which ends a long poll in progress at once) after the updates in hand are handled — and
+confirmed to Telegram with one last getUpdates, so they are not delivered again after the
+restart.
 
 An update is confirmed only once it and every update before it is handled, and handled once
 across restarts (`bot.intake`, `services.updates`). While updates are in hand Telegram returns
@@ -54,6 +55,12 @@ REPOLL_WAIT = 0.2
 STOP_DRAIN_SECONDS = 30.0
 
 
+class PollInterrupted(Exception):
+    """A stop signal arrived while the loop waited in the long poll: it ends the wait at
+    once. Whatever that poll would have returned stays with Telegram (nothing was taken or
+    confirmed), so nothing is lost."""
+
+
 class PollingBot:
     def __init__(self, runtime: Runtime, poll_timeout: int = POLL_TIMEOUT):
         self.runtime = runtime
@@ -68,6 +75,7 @@ class PollingBot:
         throttle = InboundThrottle(runtime.redis, ThrottleLimits(settings.user_update_rate,
                                                                  settings.user_update_burst))
         self.intake = Intake(runtime, self.bot, self.dispatcher, self.executor, throttle)
+        self.long_polling = False  # inside getUpdates, where a stop signal may interrupt
         self._failures = 0
         self._menus_set: set[str] = set()
 
@@ -133,9 +141,13 @@ class PollingBot:
 
     def poll_once(self) -> int:
         """One long poll; returns the number of new updates taken (queued or dropped)."""
-        updates = self.bot.get_updates(offset=self.offset, timeout=self.poll_timeout,
-                                       allowed_updates=ALLOWED_UPDATES,
-                                       long_polling_timeout=self.poll_timeout)
+        self.long_polling = True
+        try:
+            updates = self.bot.get_updates(offset=self.offset, timeout=self.poll_timeout,
+                                           allowed_updates=ALLOWED_UPDATES,
+                                           long_polling_timeout=self.poll_timeout)
+        finally:
+            self.long_polling = False
         self._beat()
         self._failures = 0
         fresh = [u for u in updates if self.intake.window.take(u.update_id)]
@@ -202,6 +214,8 @@ class PollingBot:
         while not self.stopping.is_set():
             try:
                 self.poll_once()
+            except PollInterrupted:
+                break
             except Exception as exc:
                 self.stopping.wait(self._on_poll_error(exc))
         if not self.executor.shutdown(timeout=STOP_DRAIN_SECONDS):
@@ -220,6 +234,8 @@ def main() -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("stop requested", extra={"signal": signum})
         bot.stop()
+        if bot.long_polling:  # do not wait out the long poll (up to POLL_TIMEOUT seconds)
+            raise PollInterrupted
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
