@@ -69,6 +69,8 @@ REFUSALS = {
     "too_many_habits_total": N_("With this file you would have more than {limit} habits. "
                                 "Delete some first: /habits."),
     "too_many_checkins": N_("The file has too many check-ins (at most {limit})."),
+    "too_many_checkins_total": N_("With this file you would have more than {limit} check-ins, "
+                                  "more than I keep for one person."),
     "too_many_rest_periods": N_("The file has too many rest periods (at most {limit})."),
     "send_loop_zip": N_("Send the whole ZIP file that Loop Habit Tracker exports, not a single "
                         "file from it."),

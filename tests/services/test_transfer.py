@@ -673,3 +673,22 @@ def test_the_largest_real_loop_export_is_within_the_limits(engine, patricia):
     summary = import_file(engine, patricia, "loop.zip", data, now=NOW)
 
     assert (summary.habits_created, summary.checkins_imported) == (200, 200 * 183)
+
+
+def test_an_import_cannot_take_a_user_past_the_check_in_limit(engine, patricia, monkeypatch):
+    read = _habit(engine, patricia, HabitDraft("Meditate"))
+    with engine.begin() as conn:
+        conn.execute(insert(HabitCheckin), [
+            {"habit_id": read, "user_id": patricia, "status": "done",
+             "local_date": date(2020, 1, 1) + timedelta(days=n)} for n in range(30)])
+    monkeypatch.setattr(writing, "MAX_USER_CHECKINS", 35)
+    before = _snapshot(engine)
+
+    with pytest.raises(TransferError) as info:
+        import_file(engine, patricia, "loop.zip", _loop_zip("habit_folders"), now=NOW)
+
+    assert (info.value.code, info.value.limit) == ("too_many_checkins_total", 35)
+    assert _snapshot(engine) == before
+    monkeypatch.setattr(writing, "MAX_USER_CHECKINS", 36)
+    assert import_file(engine, patricia, "loop.zip", _loop_zip("habit_folders"),
+                       now=NOW).checkins_imported == 6

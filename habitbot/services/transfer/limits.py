@@ -30,6 +30,7 @@ ZIP_RATIO_FLOOR = MB        # smaller archives cannot do harm whatever their rat
 MAX_LINE_CHARS = 64 * 1024
 MAX_COLUMNS = 2 * MAX_HABITS + 2  # Loop's matrix: the date, a column per habit, a comma more
 MAX_CHECKINS = 100_000
+MAX_USER_CHECKINS = 3 * MAX_CHECKINS  # a user's after an import: what /stats and /export read
 MAX_ROWS = MAX_CHECKINS + MAX_HABITS + 1  # our CSV: a row per check-in or empty habit
 MAX_CELLS = 1_000_000        # of one CSV file, all of whose rows are in memory at once
 MAX_REST_PERIODS = 1_000

@@ -2,8 +2,9 @@
 
 Habits are matched to the user's existing ones by name (case-insensitive) and existing
 check-ins are never overwritten, so importing the same file twice changes nothing the second
-time. A user has at most `MAX_HABITS` habits after an import: a file that would take them past
-it is refused.
+time. A user has at most `MAX_HABITS` habits and `MAX_USER_CHECKINS` check-ins after an
+import (what their statistics and exports are computed from): a file that would take them past
+either is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from habitbot.services.transfer.incoming import Incoming, Report
 from habitbot.services.transfer.limits import (
     MAX_FILE_BYTES,
     MAX_HABITS,
+    MAX_USER_CHECKINS,
     MB,
     Budget,
     TransferError,
@@ -175,6 +177,8 @@ def _write(conn: Session, user_id: int, zone: str, habits: list[Incoming],
             else:
                 rows[(target.id, day)] = _checkin_row(user_id, target, day, status, value)
     imported = _insert_checkins(conn, list(rows.values()))
+    if imported:
+        _check_checkins_total(conn, user_id)
     _insert_rests(conn, user_id, periods)
     return ImportSummary(created, len(matched), imported, len(rows) - imported + repeated,
                          report.rows_ignored, list(report.warnings))
@@ -185,6 +189,14 @@ def _check_total(conn: Session, user_id: int, new_names: set[str]) -> None:
                         .where(Habit.user_id == user_id)).scalar_one()
     if have + len(new_names) > MAX_HABITS:
         raise TransferError("too_many_habits_total", MAX_HABITS)
+
+
+def _check_checkins_total(conn: Session, user_id: int) -> None:
+    """After the insert (so in its transaction: a refusal rolls it back)."""
+    have = conn.execute(select(func.count()).select_from(HabitCheckin)
+                        .where(HabitCheckin.user_id == user_id)).scalar_one()
+    if have > MAX_USER_CHECKINS:
+        raise TransferError("too_many_checkins_total", MAX_USER_CHECKINS)
 
 
 def _insert_checkins(conn: Session, rows: list[dict[str, object]]) -> int:
