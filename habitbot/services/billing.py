@@ -169,6 +169,8 @@ def next_period(engine: Engine, user_id: int, plan: str,
                 now: datetime | None = None) -> tuple[datetime, datetime]:
     """(start, end) of the period `plan` would add if it were paid now: shown before paying.
     The credit computes it again under the user's row lock."""
+    if plan not in PLAN_DAYS:
+        raise BillingError("unknown_plan", plan=plan)
     now = now or datetime.now(UTC)
     with Session(engine) as session:
         user = session.execute(select(User.premium_ends_at, User.trial_ends_at)

@@ -14,6 +14,7 @@ from sqlalchemy import insert, select, update
 from habitbot.models import Subscription, User
 from habitbot.payments import notify
 from habitbot.services import billing, operator
+from habitbot.services.billing import BillingError
 
 NOW = datetime(2026, 12, 8, 10, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -198,6 +199,39 @@ def test_payments_arriving_at_once_are_all_added_in_order(engine, trial_user):
     assert paid[0][2] == trial_end
     for earlier, later in zip(paid, paid[1:], strict=False):
         assert later[2] == earlier[3]  # one after the other: no overlap, no gap
+
+
+def test_a_refund_and_a_new_payment_at_once_leave_exactly_the_new_month(engine, trial_user):
+    refunded = month_payment(engine, trial_user)
+    start = threading.Barrier(2)
+    errors: list[Exception] = []
+
+    def run(action) -> None:
+        try:
+            start.wait(timeout=10)
+            action()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(action,)) for action in (
+        lambda: billing.apply_refund(engine, refunded, "rf-at-once", 19900, now=NOW),
+        lambda: buy(engine, trial_user, "month", "yookassa"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    trial_end = NOW + 4 * DAY
+    assert premium_until(engine, trial_user) == trial_end + 30 * DAY  # whichever came first
+    active = [p for p in periods(engine, trial_user) if p[1] == "active"]
+    assert active == [("trial", "active", NOW - 3 * DAY, trial_end),
+                      ("month", "active", trial_end, trial_end + 30 * DAY)]
+
+
+def test_an_unknown_plan_has_no_next_period(engine, alice):
+    with pytest.raises(BillingError) as caught:
+        billing.next_period(engine, alice, "decade", NOW)
+    assert caught.value.code == "unknown_plan"
 
 
 def test_a_payment_after_premium_expired_starts_now(engine, alice):
