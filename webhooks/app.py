@@ -42,7 +42,8 @@ def create_app(config: Settings | None = None, configure_logging: bool = True) -
 def _count_requests(app: Flask) -> None:
     """Requests by endpoint (the route's name, not the path: bounded cardinality) and status,
     and their duration; whatever the request counts itself (webhook outcomes, credits) goes
-    out in the same single Redis round trip at its end. /metrics itself is not counted."""
+    out in the same single Redis round trip at its end. A scrape of /metrics that is answered
+    is not counted (it would count itself); a refused one is."""
 
     @app.before_request
     def started() -> None:
@@ -54,7 +55,8 @@ def _count_requests(app: Flask) -> None:
     def counted(response: Response) -> Response:
         endpoint = request.endpoint or "unmatched"
         batch = g.get("metrics_batch")
-        if batch is not None and endpoint != "metrics.scrape":
+        if batch is not None and (endpoint != "metrics.scrape"
+                                  or response.status_code != 200):
             batch.incr("habitbot_http_requests_total", endpoint=endpoint,
                        status=response.status_code)
             batch.observe("habitbot_http_request_duration_seconds",

@@ -11,6 +11,10 @@ What each answer tells the provider (both retry anything but 2xx, YooKassa for 2
 - 503: we could not decide now (the provider's API failed during the re-read, the database
   is down, the provider is not configured here): nothing was changed, please retry.
 
+A refused request writes nothing: it is counted (`habitbot_webhooks_total` by outcome) and
+logged at most once a minute per kind of refusal (`habitbot.logs.Throttled`); an untrusted
+YooKassa address also raises one alert per cooldown, which inside the cooldown writes no row.
+
 The user is told about a credit or a refund after the commit: the notice is queued in Redis
 and a worker sends it (`habitbot.payments.notify`); that step can never turn a committed
 credit into an error answer.
@@ -27,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from habitbot import metrics
+from habitbot.logs import Throttled
 from habitbot.payments import cryptobot, notifications, notify, service
 from habitbot.payments.http import ProviderError
 from habitbot.payments.notifications import BadNotification, Handled
@@ -35,6 +40,7 @@ from habitbot.runtime import Runtime
 from webhooks import proxies
 
 log = logging.getLogger(__name__)
+quiet = Throttled(log)
 
 bp = Blueprint("payments", __name__)
 
@@ -66,7 +72,8 @@ def _handle(provider: str, parse: Callable[[bytes], tuple[str, dict[str, Any]]],
         kind, obj = parse(body)
         handled = handle(runtime, kind, obj)
     except BadNotification as exc:
-        log.warning("malformed notification", extra={"provider": provider, "error": str(exc)})
+        quiet.log(logging.WARNING, f"malformed:{provider}", "malformed notification",
+                  provider=provider, error=str(exc))
         _count(runtime, provider, "malformed")
         return _answer(400, error="malformed", detail=str(exc))
     except (ProviderError, MalformedAnswer) as exc:
@@ -99,8 +106,10 @@ def _handle(provider: str, parse: Callable[[bytes], tuple[str, dict[str, Any]]],
 
 @bp.errorhandler(RequestEntityTooLarge)
 def too_large(exc: RequestEntityTooLarge) -> Response:
-    log.warning("notification body too large", extra={"path": request.path,
-                                                      "length": request.content_length})
+    provider = "yookassa" if request.path.endswith("/yookassa") else "cryptobot"
+    quiet.log(logging.WARNING, f"too_large:{provider}", "notification body too large",
+              path=request.path, length=request.content_length)
+    _count(_runtime(), provider, "too_large")
     return _answer(413, error="too_large")
 
 
@@ -111,8 +120,9 @@ def yookassa_webhook() -> Response:
     ip = proxies.client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
                    settings.trusted_proxies)
     if ip is None or not any(ip in network for network in settings.yookassa_trusted_ips):
-        log.warning("YooKassa notification from an untrusted address",
-                    extra={"client_ip": str(ip) if ip else None})
+        quiet.log(logging.WARNING, "untrusted_source:yookassa",
+                  "YooKassa notification from an untrusted address",
+                  client_ip=str(ip) if ip else None)
         runtime.alerts.raise_alert(
             "WARNING", "payments yookassa",
             f"a notification from {ip or 'an unknown address'} was refused (not in "
@@ -123,7 +133,9 @@ def yookassa_webhook() -> Response:
         return _answer(403, error="untrusted_source")
     body = _body()
     if not service.configured(settings, "yookassa"):
-        log.error("YooKassa notification but YooKassa is not configured")
+        quiet.log(logging.ERROR, "not_configured:yookassa",
+                  "YooKassa notification but YooKassa is not configured")
+        _count(runtime, "yookassa", "not_configured")
         return _answer(503, error="not_configured")
     return _handle("yookassa", notifications.parse_yookassa, notifications.handle_yookassa,
                    body)
@@ -135,12 +147,15 @@ def cryptobot_webhook() -> Response:
     token = runtime.settings.cryptobot_token
     body = _body()
     if not token:
-        log.error("Crypto Pay update but CRYPTOBOT_TOKEN is not set")
+        quiet.log(logging.ERROR, "not_configured:cryptobot",
+                  "Crypto Pay update but CRYPTOBOT_TOKEN is not set")
+        _count(runtime, "cryptobot", "not_configured")
         return _answer(503, error="not_configured")
     if not cryptobot.signature_valid(token, body,
                                      request.headers.get(cryptobot.SIGNATURE_HEADER)):
-        log.warning("Crypto Pay update with a bad or missing signature",
-                    extra={"client_ip": request.remote_addr})
+        quiet.log(logging.WARNING, "bad_signature:cryptobot",
+                  "Crypto Pay update with a bad or missing signature",
+                  client_ip=request.remote_addr)
         _count(runtime, "cryptobot", "bad_signature")
         return _answer(401, error="bad_signature")
     return _handle("cryptobot", notifications.parse_cryptobot, notifications.handle_cryptobot,

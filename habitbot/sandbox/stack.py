@@ -11,6 +11,7 @@ everything it started and leaves no process behind.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ class Stack:
         self.redis: RedisServer | None = None
         self.children: list[subprocess.Popen] = []
         self.supervisord: subprocess.Popen | None = None
+        self.generated_admin_token: str | None = None
 
     def start_services(self) -> None:
         log_dir = Path(self.env.get("LOG_DIR") or ROOT / "var" / "log").resolve()
@@ -67,6 +69,9 @@ class Stack:
             self.start_yookassa()
         if not self.env.get("CRYPTOBOT_TOKEN"):
             self.start_cryptopay()
+        if not self.env.get("ADMIN_TOKEN"):
+            # A fresh strong token each run (a weak one would stop the web program).
+            self.env["ADMIN_TOKEN"] = self.generated_admin_token = secrets.token_urlsafe(32)
 
     def _spawn(self, module: str, port: int, port_var: str, name: str,
                *args: str) -> None:
@@ -129,6 +134,9 @@ class Stack:
         say(f"status:    {VENV_BIN / 'supervisorctl'} -c {ROOT / 'supervisord.conf'} status")
         if "TELEGRAM_API_URL" in self.env and self.env["BOT_TOKEN"] == SANDBOX_TOKEN:
             say(f"chat:      open http://127.0.0.1:{TELEGRAM_PORT}/ to talk to the bot")
+        if self.generated_admin_token is not None:  # never echo an operator's own token
+            say(f"admin:     http://127.0.0.1:{port}/admin (token for this run: "
+                f"{self.generated_admin_token})")
         say(f"logs:      {self.env['LOG_DIR']}")
         say("Ctrl-C stops everything.")
         return self.supervisord.wait()
