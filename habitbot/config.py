@@ -70,6 +70,11 @@ class Settings:
     telegram_global_rate: float = 30.0
     telegram_chat_rate: float = 1.0
     telegram_paid_broadcast: bool = False
+    # Inbound throttle per user (updates per second sustained, and at once) and the updates
+    # one chat may have waiting in the bot: past them updates are dropped and counted.
+    user_update_rate: float = 1.0
+    user_update_burst: int = 20
+    chat_queue_limit: int = 20
     port: int = 8080
     log_dir: str = "var/log"
     alert_cooldown_seconds: int = 900
@@ -80,11 +85,6 @@ class Settings:
     web_threads: int = 4
     trial_days: int = 7
     # Minor units per plan and currency (kopecks, cents; whole stars for XTR).
-    # Inbound throttle per user (updates per second sustained, and at once) and the updates
-    # one chat may have waiting in the bot: past them updates are dropped and counted.
-    user_update_rate: float = 1.0
-    user_update_burst: int = 20
-    chat_queue_limit: int = 20
     prices: dict[str, dict[str, int]] = field(default_factory=lambda: {
         "month": {"RUB": 19900, "USD": 299, "XTR": 150},
         "year": {"RUB": 149000, "USD": 2299, "XTR": 1100}})
@@ -295,6 +295,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                   "a positive number of messages per second"),
         telegram_paid_broadcast=_parse(env, "TELEGRAM_PAID_BROADCAST", _bool, False,
                                        "true or false"),
+        user_update_rate=_parse(env, "USER_UPDATE_RATE", _positive_float, 1.0,
+                                "a positive number of updates per second"),
+        user_update_burst=_parse(env, "USER_UPDATE_BURST", _bounded(1, 1000), 20,
+                                 "a number of updates 1-1000"),
+        chat_queue_limit=_parse(env, "CHAT_QUEUE_LIMIT", _bounded(1, 1000), 20,
+                                "a number of updates 1-1000"),
         port=_parse(env, "PORT", _port, 8080, "a port number 1-65535"),
         log_dir=_get(env, "LOG_DIR") or "var/log",
         alert_cooldown_seconds=_parse(env, "ALERT_COOLDOWN_SECONDS", _positive_int, 900,
@@ -323,9 +329,3 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         payment_poll_batch=_parse(env, "PAYMENT_POLL_BATCH", _bounded(1, 500), 50,
                                   "a number of payments between 1 and 500"),
     )
-        user_update_rate=_parse(env, "USER_UPDATE_RATE", _positive_float, 1.0,
-                                "a positive number of updates per second"),
-        user_update_burst=_parse(env, "USER_UPDATE_BURST", _bounded(1, 1000), 20,
-                                 "a number of updates 1-1000"),
-        chat_queue_limit=_parse(env, "CHAT_QUEUE_LIMIT", _bounded(1, 1000), 20,
-                                "a number of updates 1-1000"),
