@@ -1,11 +1,12 @@
 """Handle updates on a thread pool while keeping each chat's updates in order.
 
 Updates of one chat run one after another (a user's second tap never overtakes the first);
-different chats run in parallel. A chat holds at most `max_queued` updates waiting behind the
-one in hand: `submit` refuses more (the caller drops and counts them), so one chat cannot pile
-up unbounded work. Urgent tasks (pre-checkout queries, which Telegram waits only 10 s for)
-run on a pool of their own, never behind other chats' updates. `drain()` waits for
-everything in hand — a clean stop.
+different chats run in parallel, taking turns: after each update a chat with more waiting goes
+to the back of the line, so a busy chat never keeps a thread while other chats wait. A chat
+holds at most `max_queued` updates waiting behind the one in hand: `submit` refuses more (the
+caller drops and counts them), so one chat cannot pile up unbounded work. Urgent tasks
+(pre-checkout queries, which Telegram waits only 10 s for) run on a pool of their own, never
+behind other chats' updates. `drain()` waits for everything in hand — a clean stop.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class ChatSerialExecutor:
                 return True
             self._in_hand += 1
             self._pending[chat_id] = deque()
-        (self._urgent if urgent else self._pool).submit(self._run_chat, chat_id, task)
+        pool = self._urgent if urgent else self._pool
+        pool.submit(self._run_chat, pool, chat_id, task)
         return True
 
     def queued(self, chat_id: object) -> int:
@@ -56,7 +58,8 @@ class ChatSerialExecutor:
             queue = self._pending.get(chat_id)
             return len(queue) if queue is not None else 0
 
-    def _run_chat(self, chat_id: object, task: Callable[[], None]) -> None:
+    def _run_chat(self, pool: ThreadPoolExecutor, chat_id: object,
+                  task: Callable[[], None]) -> None:
         while True:
             try:
                 task()
@@ -70,6 +73,11 @@ class ChatSerialExecutor:
                     self._idle.notify_all()
                     return
                 task = queue.popleft()
+            try:  # the chat's next update waits its turn behind the other chats'
+                pool.submit(self._run_chat, pool, chat_id, task)
+                return
+            except RuntimeError:  # shutting down: finish the chat here
+                continue
 
     @property
     def in_hand(self) -> int:

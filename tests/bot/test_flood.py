@@ -224,3 +224,20 @@ def test_throttle_settings_default_to_sensible_values():
     settings = load_settings(make_env("postgresql://u@h/db", "redis://h/0", "http://h"))
     assert (settings.user_update_rate, settings.user_update_burst,
             settings.chat_queue_limit) == (1.0, 20, 20)
+
+
+def test_a_busy_chat_takes_turns_with_other_chats_for_the_threads():
+    executor = ChatSerialExecutor(workers=1)
+    release = threading.Event()
+    ran: list[str] = []
+    try:
+        executor.submit("busy", lambda: (release.wait(30), ran.append("busy1")))
+        executor.submit("busy", lambda: ran.append("busy2"))
+        executor.submit("busy", lambda: ran.append("busy3"))
+        executor.submit("other", lambda: ran.append("other1"))
+        release.set()
+        assert executor.drain(timeout=30)
+    finally:
+        release.set()
+        executor.shutdown()
+    assert ran == ["busy1", "other1", "busy2", "busy3"]
