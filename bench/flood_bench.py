@@ -109,14 +109,16 @@ def _reply_times(url: str, sent: list[tuple[int, int]]) -> list[float]:
     return times
 
 
-def _start_bot(emulator: Emulator, db: BenchDatabase, redis_url: str,
-               log: Any) -> subprocess.Popen:
+def _start_bot(emulator: Emulator, db: BenchDatabase, redis_url: str, log: Any,
+               user_burst: int | None) -> subprocess.Popen:
     env = child_env()
     for name in ("ALERT_CHAT_ID", "USER_UPDATE_RATE", "USER_UPDATE_BURST", "CHAT_QUEUE_LIMIT"):
         env.pop(name, None)  # the shell's, not ours: production defaults
     env.update({"BOT_TOKEN": TOKEN, "DATABASE_URL": db.url, "REDIS_URL": redis_url,
                 "TELEGRAM_API_URL": emulator.url, "TELEGRAM_GLOBAL_RATE": f"{GLOBAL_RATE:g}",
                 "TELEGRAM_CHAT_RATE": f"{CHAT_RATE:g}", "LOG_DIR": tempfile.gettempdir()})
+    if user_burst is not None:
+        env["USER_UPDATE_BURST"] = str(user_burst)
     return subprocess.Popen([sys.executable, "-m", "habitbot.bot"], env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
@@ -150,7 +152,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         redis_target.clean()
         db.create()
         emulator.start()
-        bot = _start_bot(emulator, db, redis_target.url, log)
+        bot = _start_bot(emulator, db, redis_target.url, log, args.user_burst)
         _await_bot(emulator.url, bot, 60)
 
         flooded: list[int] = []
@@ -206,6 +208,9 @@ def main() -> int:
                         help="seconds between two messages of a normal user")
     parser.add_argument("--grace", type=float, default=10.0,
                         help="seconds to wait for the last answers")
+    parser.add_argument("--user-burst", type=int, default=None,
+                        help="USER_UPDATE_BURST of the bot (1000: the throttle out of the way, "
+                             "only the queue bound and parked replies protect the others)")
     parser.add_argument("--timeout", type=float, default=300.0, help="overall bound")
     args = parser.parse_args()
     stop = HardStop(args.timeout).arm()
