@@ -76,7 +76,8 @@ METRICS = {m.name: m for m in (
     Metric("habitbot_payments_refunded_total", "counter", "Refunds applied", ("provider",)),
     Metric("habitbot_payment_polls_total", "counter",
            "Open payments asked about by the poller, by outcome (credited, pending, canceled, "
-           "already_final, mismatch, unknown, unavailable, error)", ("provider", "outcome")),
+           "already_final, mismatch, unknown, unavailable, error) and refunds it applied "
+           "(refund_applied, refund_<outcome>, refunds_unavailable)", ("provider", "outcome")),
     Metric("habitbot_health_check_seconds", "histogram", "Duration of each /health check",
            ("check",)),
     Metric("habitbot_alerts_total", "counter",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from habitbot.payments import service
 from habitbot.payments.cryptobot import MalformedInvoice, parse_invoice
 from habitbot.payments.http import ProviderRefused
-from habitbot.payments.yookassa import YooKassaPayment
+from habitbot.payments.yookassa import YooKassaPayment, YooKassaRefund
 from habitbot.services import billing
 from habitbot.services.billing import BillingError
 
@@ -128,6 +128,12 @@ def _refund_event(runtime: Runtime, refund_id: str) -> Handled:
         settled = service.alert_unknown(runtime, "yookassa", refund_id,
                                          "YooKassa does not know this refund")
         return Handled(settled.outcome, detail=settled.detail)
+    return apply_yookassa_refund(runtime, refund)
+
+
+def apply_yookassa_refund(runtime: Runtime, refund: YooKassaRefund) -> Handled:
+    """A refund object read from YooKassa's API (re-read for a notification, or listed by the
+    poller): applied to our payment once."""
     if refund.status != "succeeded":
         return Handled("pending", detail=f"refund {refund.status}")
     row = billing.find_payment(runtime.engine, "yookassa", refund.payment_id)

@@ -27,6 +27,11 @@ YooKassa cancels a pending card payment about an hour after the payer opened the
 (`expired_on_confirmation`); the form may be opened later and other methods confirm later, so
 YooKassa payments are asked for a day. What is still open after its window is left to
 `habitbot payments reconcile`.
+
+Refunds made outside our commands (in YooKassa's dashboard) arrive as `refund.succeeded`
+notifications only; every `REFUNDS_EVERY` the same job lists YooKassa's refunds of the last
+`REFUNDS_WINDOW` once and applies those we have not recorded through the webhook's own path
+(`notifications.apply_yookassa_refund`: once, with the user's notice).
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from habitbot import metrics
-from habitbot.models import Payment
-from habitbot.payments import notify, service
+from habitbot.models import Payment, PaymentRefund
+from habitbot.payments import notifications, notify, service
 from habitbot.payments.cryptobot import MalformedInvoice
 from habitbot.payments.http import ProviderError
 from habitbot.payments.yookassa import MalformedAnswer
@@ -68,6 +73,9 @@ MAX_CANDIDATES = 10_000
 # Outcomes after which asking again changes nothing (the row is final, or the provider's
 # record disagrees with ours and an operator was alerted).
 FINISHED = ("credited", "already_final", "canceled", "mismatch", "unknown")
+REFUNDS_KEY = f"{KEY_PREFIX}payments:poll:refunds"  # when refunds were last listed (unix time)
+REFUNDS_EVERY = timedelta(minutes=10)
+REFUNDS_WINDOW = timedelta(days=1)
 
 
 def windows(settings: Settings) -> dict[str, timedelta]:
@@ -141,6 +149,8 @@ def run(runtime: Runtime, now: datetime | None = None, budget: float = BUDGET_SE
                             now, spans["yookassa"], lambda: clock() >= deadline)
     if due:
         log.info("open payments polled", extra={"due": len(due), "asked": asked})
+    if "yookassa" in providers:
+        _poll_refunds(runtime, now)
     return asked
 
 
@@ -188,6 +198,55 @@ def _poll_cryptobot(runtime: Runtime, rows: list[Payment], schedule: Schedule, n
             settled = service.settle_cryptobot(runtime, invoice, expected_payment_id=row.id)
         _apply(runtime, row, settled, schedule, now, window)
     return len(by_invoice)
+
+
+def _poll_refunds(runtime: Runtime, now: datetime) -> int:
+    """Apply YooKassa refunds whose notification never came; returns how many were applied."""
+    last = runtime.redis.get(REFUNDS_KEY)
+    if last is not None and now.timestamp() - float(last) < REFUNDS_EVERY.total_seconds():
+        return 0
+    since = now - REFUNDS_WINDOW
+    try:
+        listed = service.yookassa_client(runtime.settings).list_refunds(
+            created_gte=since.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+    except (ProviderError, MalformedAnswer) as exc:
+        _count(runtime, "yookassa", "refunds_unavailable")
+        log.warning("payment poll: refunds not listed, retried next run", extra={
+            "provider": "yookassa", "error": str(exc)})
+        return 0
+    runtime.redis.set(REFUNDS_KEY, str(now.timestamp()))
+    fresh = [r for r in listed if r.status == "succeeded"
+             and (service.instant(r.raw.get("created_at")) or now) >= since]
+    if not fresh:
+        return 0
+    # Only refunds of payments we have and have not recorded: one of another integration of
+    # the shop, or of a row a restore lost, is reconcile's business (no alert every run).
+    with Session(runtime.engine) as session:
+        known = set(session.execute(select(PaymentRefund.provider_refund_id).where(
+            PaymentRefund.provider == "yookassa",
+            PaymentRefund.provider_refund_id.in_([r.id for r in fresh]))).scalars())
+        ours = set(session.execute(select(Payment.provider_payment_id).where(
+            Payment.provider == "yookassa",
+            Payment.provider_payment_id.in_({r.payment_id for r in fresh}))).scalars())
+    applied = 0
+    for refund in fresh:
+        if refund.id in known or refund.payment_id not in ours:
+            continue
+        try:
+            handled = notifications.apply_yookassa_refund(runtime, refund)
+        except (ProviderError, MalformedAnswer) as exc:
+            log.warning("payment poll: refund not applied, retried next run", extra={
+                "provider": "yookassa", "refund": refund.id, "error": str(exc)})
+            runtime.redis.delete(REFUNDS_KEY)
+            break
+        _count(runtime, "yookassa", "refund_applied" if handled.outcome == "refunded"
+               else f"refund_{handled.outcome}")
+        if handled.outcome == "refunded" and handled.refund_id is not None:
+            applied += 1
+            log.info("Refund applied by the poller (its notification never came)", extra={
+                "payment_id": handled.payment_id, "refund": refund.id})
+            notify.enqueue_refund_notice(runtime, handled.refund_id)
+    return applied
 
 
 def _apply(runtime: Runtime, row: Payment, settled: service.Settlement, schedule: Schedule,

@@ -169,14 +169,21 @@ class YooKassaClient:
     def get_refund(self, refund_id: str) -> YooKassaRefund:
         return parse_refund(self._call("get_refund", "GET", f"refunds/{refund_id}"))
 
-    def list_refunds(self, payment_id: str) -> list[YooKassaRefund]:
-        """The refunds of one payment (following cursors)."""
+    def list_refunds(self, payment_id: str | None = None,
+                     created_gte: str | None = None) -> list[YooKassaRefund]:
+        """The refunds of one payment, or all created since `created_gte` (following
+        cursors)."""
         found: list[YooKassaRefund] = []
         cursor: str | None = None
         while True:
-            query = f"payment_id={requests.utils.quote(payment_id)}&limit=100"
+            params = {"limit": "100"}
+            if payment_id:
+                params["payment_id"] = payment_id
+            if created_gte:
+                params["created_at.gte"] = created_gte
             if cursor:
-                query += f"&cursor={requests.utils.quote(cursor)}"
+                params["cursor"] = cursor
+            query = "&".join(f"{k}={requests.utils.quote(v)}" for k, v in params.items())
             page = self._call("list_refunds", "GET", f"refunds?{query}")
             found.extend(parse_refund(item) for item in page.get("items") or [])
             cursor = page.get("next_cursor")

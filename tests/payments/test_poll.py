@@ -286,3 +286,68 @@ def test_bad_poll_settings_fail_naming_the_variable(database_url, redis_url, nam
 def test_poll_settings_defaults(database_url, redis_url):
     settings = load_settings(make_env(database_url, redis_url, "http://127.0.0.1:1"))
     assert (settings.payment_poll_interval, settings.payment_poll_batch) == (60, 50)
+
+
+# ---------------------------------------------------------------- refunds made at YooKassa
+
+def test_a_refund_whose_notification_was_lost_is_applied_once(
+        runtime, alice, kassa_control, emu_client, no_webhooks):
+    """Refunded in YooKassa's dashboard while the notifications were lost: the poller lists
+    the refunds once, applies this one through the webhook's path and tells the user once."""
+    payment_id, provider_id, created = _started(runtime, alice, "yookassa", 10000)
+    kassa_control.pay(provider_id)
+    now = created + timedelta(seconds=61)
+    poll.run(runtime, now=now)
+    kassa_control.refund(provider_id, amount="40.00")
+    mark = _last_request(kassa_control)
+    poll.run(runtime, now=now + poll.REFUNDS_EVERY)
+    assert billing.balance(runtime.engine, alice) == 6000
+    assert payment_row(runtime.engine, payment_id).refunded_minor == 4000
+    assert [r["endpoint"] for r in kassa_control.requests(since_id=mark)] == ["list_refunds"]
+    # Recorded: a later listing applies nothing more; inside REFUNDS_EVERY nothing is listed.
+    poll.run(runtime, now=now + poll.REFUNDS_EVERY + timedelta(minutes=1))
+    poll.run(runtime, now=now + 2 * poll.REFUNDS_EVERY)
+    run_jobs(runtime)
+    assert billing.balance(runtime.engine, alice) == 6000
+    assert len([r for r in kassa_control.requests(since_id=mark)
+                if r["endpoint"] == "list_refunds"]) == 2
+    refund_notices = [t for t in bot_texts(emu_client, ALICE_TG) if "Refund of" in t]
+    assert len(refund_notices) == 1 and len(_received(emu_client)) == 1
+
+
+def test_refunds_of_payments_that_are_not_ours_are_left_alone(runtime, alice, kassa,
+                                                              kassa_control, no_webhooks):
+    import uuid
+
+    import requests
+
+    from tests.payments.support import SECRET, SHOP_ID, alerts
+
+    answer = requests.post(f"{kassa.api_url}/payments", auth=(SHOP_ID, SECRET), timeout=5,
+                           headers={"Idempotence-Key": str(uuid.uuid4())},
+                           json={"amount": {"value": "5.00", "currency": "RUB"},
+                                 "capture": True, "metadata": {"order": "another shop app"},
+                                 "confirmation": {"type": "redirect",
+                                                  "return_url": "https://t.me/x"}})
+    stranger = answer.json()["id"]
+    kassa_control.pay(stranger)
+    kassa_control.refund(stranger)
+    _, _, created = _started(runtime, alice, "yookassa")
+    poll.run(runtime, now=created + timedelta(seconds=61))
+    assert alerts(runtime.engine, "refund") == []
+
+
+def test_yookassa_down_while_listing_refunds_changes_nothing(runtime, alice, kassa_control,
+                                                             no_webhooks):
+    payment_id, provider_id, created = _started(runtime, alice, "yookassa", 10000)
+    kassa_control.pay(provider_id)
+    now = created + timedelta(seconds=61)
+    poll.run(runtime, now=now)
+    kassa_control.refund(provider_id)
+    kassa_control.add_fault("5xx", "list_refunds")
+    poll.run(runtime, now=now + poll.REFUNDS_EVERY)
+    assert billing.balance(runtime.engine, alice) == 10000
+    kassa_control.clear_faults()
+    poll.run(runtime, now=now + poll.REFUNDS_EVERY + timedelta(seconds=1))  # not 10 min later
+    assert billing.balance(runtime.engine, alice) == 0
+    assert payment_row(runtime.engine, payment_id).status == "refunded"
