@@ -1,5 +1,8 @@
-"""Imports of uploaded files, run by a worker so that no upload holds a bot thread, the bot's
-memory or its restart: the job downloads the file through the Bot API, imports it within the
+"""Imports of uploaded files and exports, run by a worker so that no upload or export holds a
+bot thread, the bot's memory or its restart. An export is one job per user at a time (id
+`export-<telegram id>`) that sends the CSV and JSON files.
+
+An import: the job downloads the file through the Bot API, imports it within the
 limits of `services.transfer`, and tells the user the outcome whatever it is — imported,
 refused (naming the limit the file went over), failed, or stopped at the job's time limit.
 
@@ -81,6 +84,12 @@ STARTED = N_("Importing the file… I will write when it is done.")
 RUNNING = N_("This file is already being imported: I will write when it is done.")
 DONE_RECENTLY = N_("This file has just been imported: see /habits.")
 BUSY = N_("Another file of yours is being imported: send this one when it is done.")
+EXPORT_STARTED = N_("Preparing your export… the files will follow in a moment.")
+EXPORT_FAILED = N_("The export failed. Please try again a little later.")
+EXPORT_CAPTION = N_("Your habits and check-ins. Send the JSON file back to me (to this or "
+                    "another account) to import it.")
+EXPORT_TIMEOUT = 120
+_ENDED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 DOWNLOAD_FAILED = N_("I could not download the file. Please send it again.")
 FAILED = N_("The import failed and nothing was changed. Please send the file again a little "
             "later.")
@@ -153,7 +162,7 @@ def _earlier(conn: redis.Redis, ident: str) -> str | None:
         return None
     if status == JobStatus.FINISHED and job.return_value() == IMPORTED:
         return DONE_RECENTLY
-    if status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+    if status in _ENDED:
         job.delete()
         return None
     return RUNNING
@@ -283,3 +292,60 @@ def tell_failure(job: Job, connection: redis.Redis, exc_type: type[BaseException
         user = None
     t = Translator(user.language if user else str(job.args[1]))
     _reply(runtime, telegram_id, t.gettext(TIMED_OUT if timed_out else FAILED))
+
+
+# -- exports ---------------------------------------------------------------------------------
+def enqueue_export(conn: redis.Redis, telegram_id: int, language: str) -> str:
+    """Queue the export of the user's data (once: a second /export while one is queued or
+    running joins it); returns the message to answer with now. Raises redis.RedisError."""
+    ident = f"export-{telegram_id}"
+    for _attempt in range(3):
+        try:
+            Queue(queues.DEFAULT, connection=conn).enqueue(
+                export_files, telegram_id, language, job_id=ident, unique=True,
+                job_timeout=EXPORT_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL,
+                on_failure=Callback(tell_export_failure, timeout=CALLBACK_TIMEOUT),
+                description=f"export for user {telegram_id}")
+            return EXPORT_STARTED
+        except DuplicateJobError:
+            try:
+                job = Job.fetch(ident, connection=conn)
+            except NoSuchJobError:
+                continue
+            if job.get_status(refresh=False) not in _ENDED:
+                return EXPORT_STARTED
+            job.delete()  # a failed export does not hold the next one
+    return EXPORT_STARTED
+
+
+def _send_document(runtime: Runtime, chat_id: int, name: str, content: bytes,
+                   caption: str | None = None) -> None:
+    params: dict[str, Any] = {"chat_id": chat_id, "caption": caption}
+    response = DeferredReplies(runtime.sender, runtime.redis).send(
+        "sendDocument", params, files={"document": (name, content)})
+    error = error_of("sendDocument", response) if response is not None else None
+    if error is not None:
+        raise error
+
+
+def export_files(telegram_id: int, language: str) -> int:
+    """The RQ job: the user's CSV and JSON files; returns the number of habits."""
+    runtime = job_runtime()
+    user = load_user(runtime.engine, telegram_id)
+    if user is None or user.id is None:
+        log.warning("export for an unknown user dropped", extra={"user_id": telegram_id})
+        return 0
+    data = transfer.export_user(runtime.engine, user.id)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    _send_document(runtime, telegram_id, f"habitbot-{stamp}.csv", transfer.to_csv(data))
+    _send_document(runtime, telegram_id, f"habitbot-{stamp}.json", transfer.to_json(data),
+                   Translator(user.language).gettext(EXPORT_CAPTION))
+    return len(data.habits)
+
+
+def tell_export_failure(job: Job, connection: redis.Redis, exc_type: type[BaseException],
+                        exc_value: BaseException, traceback: TracebackType | None) -> None:
+    telegram_id = int(job.args[0])
+    log.error("export failed", extra={"user_id": telegram_id, "job_id": job.id,
+                                      "error": exc_type.__name__})
+    _reply(job_runtime(), telegram_id, Translator(str(job.args[1])).gettext(EXPORT_FAILED))

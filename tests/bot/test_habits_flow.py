@@ -176,8 +176,12 @@ def test_export_then_import_into_a_fresh_account_gives_the_same_stats(chat_with,
     card = first.say("/today")
     first.press("✅ Stretch", message_id=card["message_id"])
     before = first.say("/stats")["text"]
-    answers = first.answers_to("/export")
-    docs = [m for m in answers if m["kind"] == "document"]
+    preparing = first.say("/export")
+    run_imports(runtime.redis)
+    emu_client.wait_for_message(5020, after_message_id=preparing["message_id"],
+                                predicate=lambda m: m["kind"] == "document" and m["text"])
+    docs = [m for m in emu_client.messages(5020, sender="bot")
+            if m["kind"] == "document" and m["message_id"] > preparing["message_id"]]
     assert [d["document"]["file_name"].rsplit(".", 1)[1] for d in docs] == ["csv", "json"]
     info = requests.post(f"{emulator.url}/bot{TEST_TOKEN}/getFile",
                          json={"file_id": docs[1]["document"]["file_id"]}, timeout=5).json()

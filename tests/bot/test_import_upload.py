@@ -110,3 +110,26 @@ def test_without_the_queue_the_user_is_told_to_try_later(kim, runtime, monkeypat
     monkeypatch.setattr(imports.Queue, "enqueue", unreachable)
     reply = kim.say(None, document=_document(_loop_zip("habit_folders")))
     assert reply["text"] == "Import is not available right now."
+
+
+def test_export_is_prepared_by_a_worker_once(kim, engine, runtime):
+    kim.say("/new Read")
+    preparing = kim.say("/export")
+    assert preparing["text"] == "Preparing your export… the files will follow in a moment."
+    assert kim.say("/export")["text"] == preparing["text"]
+    assert _queued(runtime) == 1
+
+    run_imports(runtime.redis)
+    docs = [m for m in kim.emu.messages(kim.user_id, sender="bot") if m["kind"] == "document"]
+    assert [d["document"]["file_name"].rsplit(".", 1)[1] for d in docs] == ["csv", "json"]
+    assert docs[1]["text"].startswith("Your habits and check-ins.")
+    assert kim.say("/export")["text"] == preparing["text"] and _queued(runtime) == 1
+
+
+def test_an_export_that_fails_tells_the_user(kim, runtime):
+    kim.emu.add_fault("401", methods=["sendDocument"])
+    preparing = kim.say("/export")
+    run_imports(runtime.redis)
+
+    failed = kim.emu.wait_for_message(kim.user_id, after_message_id=preparing["message_id"])
+    assert failed["text"] == "The export failed. Please try again a little later."

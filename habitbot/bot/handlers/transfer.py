@@ -1,11 +1,10 @@
 """/export (CSV and JSON files) and import: send a HabitBot export or Loop Habit Tracker's
-CSV export (ZIP) as a document. The upload is only checked (size, type) and handed to a
-worker (`workers.imports`): no file is read in the bot."""
+CSV export (ZIP) as a document. Both are handed to a worker (`workers.imports`): an upload is
+only checked (size, type) here, and no file is read or built in the bot."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
 import redis
 from telebot import types
@@ -26,12 +25,15 @@ def export(ctx: Context, message: types.Message) -> None:
     if ctx.limited or ctx.user.id is None:
         ctx.reply(ctx._("Export is not available right now."))
         return
-    data = transfer.export_user(ctx.runtime.engine, ctx.user.id)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-    ctx.bot.send_document(ctx.chat_id, (f"habitbot-{stamp}.csv", transfer.to_csv(data)))
-    ctx.bot.send_document(ctx.chat_id, (f"habitbot-{stamp}.json", transfer.to_json(data)),
-                          caption=ctx._("Your habits and check-ins. Send the JSON file back to "
-                                        "me (to this or another account) to import it."))
+    try:
+        answer = imports.enqueue_export(ctx.runtime.redis, ctx.user.telegram_id,
+                                        ctx.user.language)
+    except redis.RedisError as exc:
+        log.warning("export not queued", extra={"user_id": ctx.user.telegram_id,
+                                                "error": type(exc).__name__})
+        ctx.reply(ctx._("Export is not available right now."))
+        return
+    ctx.reply(ctx._(answer))
 
 
 def _importable(document: types.Document) -> bool:
