@@ -271,7 +271,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         alert_chat_id=_parse(env, "ALERT_CHAT_ID", _chat_id, None, "a non-zero integer chat id"),
         admin_token=_strong_secret(env, "ADMIN_TOKEN", MIN_ADMIN_TOKEN_LENGTH),
         secret_key=_strong_secret(env, "SECRET_KEY", MIN_SECRET_KEY_LENGTH),
-        metrics_token=_get(env, "METRICS_TOKEN"),
+        # Guessed online at request speed (no login form to limit): as strong as ADMIN_TOKEN.
+        metrics_token=_strong_secret(env, "METRICS_TOKEN", MIN_ADMIN_TOKEN_LENGTH),
         yookassa_shop_id=_get(env, "YOOKASSA_SHOP_ID"),
         yookassa_secret_key=_get(env, "YOOKASSA_SECRET_KEY"),
         yookassa_api_url=_parse(env, "YOOKASSA_API_URL", _http_url, DEFAULT_YOOKASSA_API_URL,

@@ -182,7 +182,7 @@ def test_the_web_database_pool_follows_the_request_threads(database_url, redis_u
     ("ADMIN_TOKEN", "correcthorsebatterystaple"), ("ADMIN_TOKEN", "123456789012345678901234"),
     ("ADMIN_TOKEN", STRONG_ADMIN_TOKEN[:23]),
     ("SECRET_KEY", "short-Key-1"), ("SECRET_KEY", STRONG_ADMIN_TOKEN),
-    ("SECRET_KEY", "Aa1" * 12),
+    ("SECRET_KEY", "Aa1" * 12), ("METRICS_TOKEN", "scrape-secret-1"),
 ])
 def test_a_weak_admin_token_or_secret_key_is_refused_at_start(name, value):
     with pytest.raises(ConfigError) as info:

@@ -11,7 +11,10 @@ into another alert that waits out the sender's retries.
 An alert that goes out (sent, logged without ALERT_CHAT_ID, or failed) is recorded in
 `admin_alerts`; one inside the cooldown (suppressed) writes nothing: it is counted in
 `habitbot_alerts_total{status="suppressed"}` and logged at most once a minute per fingerprint,
-so a flood of refused requests that each raise an alert costs one row per cooldown. When the
+so a flood of refused requests that each raise an alert costs one row per cooldown. Alerts
+whose fingerprint carries an id (an unknown payment, another shop) are bounded too: a component
+gets `COMPONENT_BUDGET` distinct WARNING/INFO fingerprints per cooldown, then one alert says
+the rest are only logged and counted (CRITICAL ones always go out). When the
 database is down the record waits in Redis (or memory), at most `MAX_UNRECORDED` of them (the
 first ones of an outage are kept; what is dropped is counted in
 `habitbot_alert_records_dropped_total`), and `flush_pending()` writes them once the database is
@@ -48,6 +51,13 @@ MAX_UNRECORDED = 1000
 MAX_TEXT = 3900
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
 COOLDOWN_PREFIX = f"{KEY_PREFIX}alert:cooldown:"
+BUDGET_PREFIX = f"{KEY_PREFIX}alert:budget:"
+# Distinct fingerprints one component may raise per cooldown (WARNING and INFO: CRITICAL ones
+# are money or outages and always go out). Fingerprints that carry an id (an unknown payment,
+# another shop) would otherwise give a row per id; past the budget they are counted and one
+# "flood" alert says so.
+COMPONENT_BUDGET = 20
+FLOOD_PREFIX = "alert_flood:"
 FAILURE_BACKOFF_SECONDS = 60
 # Raised by the sender when Telegram cannot be reached: its own delivery is bound to fail too.
 TELEGRAM_UNREACHABLE = "telegram_unreachable"
@@ -68,6 +78,16 @@ _PUSH_BOUNDED = """
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 return 1
+"""
+# KEYS: the component's set of fingerprints; ARGV: fingerprint, cooldown, budget. 0 when the
+# fingerprint is already in the set, else its place (the set never grows past the budget).
+_BUDGET = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+local n = redis.call('SCARD', KEYS[1])
+if n >= tonumber(ARGV[3]) then return n + 1 end
+redis.call('SADD', KEYS[1], ARGV[1])
+if n == 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return n + 1
 """
 # Statuses whose rows mean "this fingerprint went out": the database fallback of the cooldown.
 _WENT_OUT = ("sent", "logged")
@@ -98,12 +118,15 @@ class AlertService:
         self._chat_id = chat_id
         self._cooldown = cooldown_seconds
         self._local_cooldowns: dict[str, float] = {}
+        self._local_budgets: dict[str, tuple[float, set[str]]] = {}
         self._local_pending: deque[dict] = deque()
         self._lock = threading.Lock()
         self._release_script = (redis_conn.register_script(_RELEASE)
                                 if redis_conn is not None else None)
         self._push_script = (redis_conn.register_script(_PUSH_BOUNDED)
                              if redis_conn is not None else None)
+        self._budget_script = (redis_conn.register_script(_BUDGET)
+                               if redis_conn is not None else None)
 
     def raise_alert(self, severity: str, component: str, message: str,
                     fingerprint: str | None = None) -> Alert:
@@ -114,8 +137,9 @@ class AlertService:
         alert = Alert(severity, component, message, fingerprint or f"{component}:{message}"[:200],
                       datetime.now(UTC).isoformat())
         claim = self._claim_cooldown(alert.fingerprint)
-        if claim is None:
-            alert.status = "suppressed"
+        over_budget = claim is not None and self._over_budget(alert)
+        if claim is None or over_budget:
+            alert.status = "suppressed"  # over the budget the fingerprint stays claimed too
         elif self._chat_id is None or self._deliver is None:
             alert.status = "logged"
         else:
@@ -127,13 +151,54 @@ class AlertService:
                 self._release_cooldown(alert.fingerprint, claim, backoff)
         self._count("habitbot_alerts_total", status=alert.status)
         if alert.status == "suppressed":
-            quiet.log(logging.INFO, alert.fingerprint, alert.text,
-                      alert_status=alert.status, fingerprint=alert.fingerprint)
+            # One past the budget is news only the log keeps: at WARNING, like one sent.
+            quiet.log(logging.WARNING if over_budget else logging.INFO, alert.fingerprint,
+                      alert.text, alert_status=alert.status, fingerprint=alert.fingerprint,
+                      over_budget=over_budget)
             return alert
         log.warning(alert.text, extra={"alert_status": alert.status,
                                        "fingerprint": alert.fingerprint})
         self._record(alert)
         return alert
+
+    def _over_budget(self, alert: Alert) -> bool:
+        """True when the alert's component already raised `COMPONENT_BUDGET` other
+        fingerprints in this cooldown (then the one alert that says so is raised too)."""
+        if alert.severity == "CRITICAL" or alert.fingerprint.startswith(FLOOD_PREFIX):
+            return False
+        if self._budget_place(alert.component, alert.fingerprint) <= COMPONENT_BUDGET:
+            return False
+        self.raise_alert(
+            "WARNING", alert.component,
+            f"more than {COMPONENT_BUDGET} different {alert.component} alerts in "
+            f"{max(1, self._cooldown // 60)} min; the next ones of this cooldown are only "
+            "logged and counted (habitbot_alerts_total{status=\"suppressed\"}): check the logs",
+            fingerprint=f"{FLOOD_PREFIX}{alert.component}"[:200])
+        return True
+
+    def _budget_place(self, component: str, fingerprint: str) -> int:
+        """0 for a fingerprint the component already has in this cooldown, else its place
+        among the component's fingerprints (only the first `COMPONENT_BUDGET` are kept)."""
+        if self._budget_script is not None:
+            try:
+                return int(self._budget_script(keys=[f"{BUDGET_PREFIX}{component}"],
+                                               args=[fingerprint, self._cooldown,
+                                                     COMPONENT_BUDGET]))
+            except redis.RedisError:
+                pass
+        now = time.monotonic()
+        with self._lock:
+            started, seen = self._local_budgets.get(component, (now, set()))
+            if now - started >= self._cooldown:
+                started, seen = now, set()
+            if len(self._local_budgets) > 1000:
+                self._local_budgets.clear()
+            self._local_budgets[component] = (started, seen)
+            if fingerprint in seen:
+                return 0
+            if len(seen) < COMPONENT_BUDGET:
+                seen.add(fingerprint)
+            return len(seen) if fingerprint in seen else COMPONENT_BUDGET + 1
 
     def _count(self, name: str, **labels: str) -> None:
         if self._redis is not None:
@@ -214,8 +279,8 @@ class AlertService:
             self._insert([row])
             return
         except SQLAlchemyError:
-            log.warning("alert not recorded yet: database unavailable",
-                        extra={"fingerprint": alert.fingerprint})
+            quiet.log(logging.WARNING, "unrecorded", "alert not recorded yet: database "
+                      "unavailable", fingerprint=alert.fingerprint)
         try:
             if self._push_script is None:
                 raise redis.RedisError("no redis")

@@ -15,6 +15,7 @@ from habitbot.db import make_engine
 from habitbot.logs import Throttled
 from habitbot.models import AdminAlert
 from habitbot.services.alerts import (
+    COMPONENT_BUDGET,
     FAILURE_BACKOFF_SECONDS,
     MAX_UNRECORDED,
     PENDING_KEY,
@@ -225,8 +226,9 @@ def test_the_waiting_list_is_bounded_while_the_database_is_down(engine, redis_co
     pg_proxy.set_mode("refuse")
     service = AlertService(dead, redis_conn, Inbox(), CHAT)
     raised = MAX_UNRECORDED + 25
-    for n in range(raised):  # distinct fingerprints: none is suppressed
-        assert service.raise_alert("WARNING", "flood", f"alert {n}", f"fp{n}").status == "sent"
+    for n in range(raised):  # distinct CRITICAL fingerprints: none is suppressed
+        assert service.raise_alert("CRITICAL", "flood", f"alert {n}", f"fp{n}").status == \
+            "sent"
     assert redis_conn.llen(PENDING_KEY) == MAX_UNRECORDED
     assert _counted(redis_conn, "habitbot_alert_records_dropped_total") == 25
     pg_proxy.set_mode("pass")
@@ -246,10 +248,44 @@ def test_the_memory_waiting_list_is_bounded_when_redis_is_down_too(engine, redis
     redis_proxy.set_mode("refuse")
     service = AlertService(dead_db, dead_redis, None, None)
     for n in range(MAX_UNRECORDED + 10):
-        service.raise_alert("WARNING", "flood", f"alert {n}", f"fp{n}")
+        service.raise_alert("CRITICAL", "flood", f"alert {n}", f"fp{n}")
     pg_proxy.set_mode("pass")
     redis_proxy.set_mode("pass")
     assert service.flush_pending() == MAX_UNRECORDED
     assert redis_conn.llen(PENDING_KEY) == 0
     dead_db.dispose()
+    dead_redis.close()
+
+
+def _budget_flood(service: AlertService, inbox: Inbox) -> None:
+    raised = [service.raise_alert("WARNING", "payments cryptobot", f"invoice {n} unknown",
+                                  f"payment_unknown:cryptobot:{n}").status for n in range(100)]
+    assert raised[:COMPONENT_BUDGET] == ["sent"] * COMPONENT_BUDGET
+    assert set(raised[COMPONENT_BUDGET:]) == {"suppressed"}
+    again = service.raise_alert("WARNING", "payments cryptobot", "invoice 3 unknown",
+                                "payment_unknown:cryptobot:3")
+    assert again.status == "suppressed"  # inside its own cooldown
+    critical = service.raise_alert("CRITICAL", "payments cryptobot", "mismatch", "mismatch:1")
+    assert critical.status == "sent"  # money: never held back by the budget
+    other = service.raise_alert("WARNING", "payments yookassa", "unknown", "payment_unknown:y:1")
+    assert other.status == "sent"  # another component has its own budget
+    floods = [text for _, text in inbox.messages if "more than 20 different" in text]
+    assert len(floods) == 1 and "payments cryptobot" in floods[0]
+    assert len(inbox.messages) == COMPONENT_BUDGET + 3
+
+
+def test_alerts_that_carry_an_id_are_bounded_per_component(engine, redis_conn):
+    inbox = Inbox()
+    _budget_flood(AlertService(engine, redis_conn, inbox, CHAT), inbox)
+    assert len(_rows(engine)) == COMPONENT_BUDGET + 3
+    assert redis_conn.scard("habitbot:alert:budget:payments cryptobot") == COMPONENT_BUDGET
+
+
+def test_without_redis_the_budget_holds_in_memory(engine, redis_proxy, redis_url):
+    dead_redis = redis.Redis.from_url(redis_proxy.url_for(redis_url), socket_timeout=1,
+                                      socket_connect_timeout=1)
+    redis_proxy.set_mode("refuse")
+    inbox = Inbox()
+    _budget_flood(AlertService(engine, dead_redis, inbox, CHAT), inbox)
+    assert len(_rows(engine)) == COMPONENT_BUDGET + 3
     dead_redis.close()

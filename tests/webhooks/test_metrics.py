@@ -25,6 +25,7 @@ from webhooks.app import create_app
 from workers import reminders as jobs
 
 OUTSIDE = {"REMOTE_ADDR": "203.0.113.7"}
+SCRAPE_TOKEN = "scrape-Secret-7Hq2vLm9xZp4Tk"
 
 
 @pytest.fixture
@@ -92,12 +93,12 @@ def test_behind_a_proxy_the_forwarded_client_decides(database_url, redis_url):
 
 
 def test_with_a_token_only_the_bearer_header_opens_it(database_url, redis_url):
-    app = _app(database_url, redis_url, METRICS_TOKEN="scrape-secret-1")
+    app = _app(database_url, redis_url, METRICS_TOKEN=SCRAPE_TOKEN)
     assert _scrape(app).status_code == 403  # even locally
     assert _scrape(app, {"Authorization": "Bearer wrong"}, OUTSIDE).status_code == 403
-    assert _scrape(app, {}, OUTSIDE, "?token=scrape-secret-1").status_code == 403
-    assert _scrape(app, {"Authorization": "scrape-secret-1"}, OUTSIDE).status_code == 403
-    ok = _scrape(app, {"Authorization": "Bearer scrape-secret-1"}, OUTSIDE)
+    assert _scrape(app, {}, OUTSIDE, f"?token={SCRAPE_TOKEN}").status_code == 403
+    assert _scrape(app, {"Authorization": SCRAPE_TOKEN}, OUTSIDE).status_code == 403
+    ok = _scrape(app, {"Authorization": f"Bearer {SCRAPE_TOKEN}"}, OUTSIDE)
     assert ok.status_code == 200 and b"habitbot_queue_length" in ok.data
 
 

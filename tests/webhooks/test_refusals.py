@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from sqlalchemy import func, select
 
 from habitbot import metrics
 from habitbot.models import Base
+from habitbot.payments.cryptobot import signature
+from habitbot.services.alerts import COMPONENT_BUDGET
 from tests.payments.support import CRYPTO_TOKEN, alerts
 from webhooks.app import create_app
 
@@ -129,3 +132,22 @@ def test_a_refused_request_never_sees_the_database(pay_settings, pg_proxy, datab
         pg_proxy.set_mode("pass")
         app.extensions["health"].close()
         app.extensions["habitbot"].close()
+
+
+def test_unknown_ids_in_signed_updates_are_bounded_alerts(web, alice):
+    """Each unknown invoice has its own alert fingerprint: past the component's budget they
+    are only logged and counted, not a row (and a message) each."""
+    sample = json.loads(Path("/work/shared/samples/cryptobot_invoice_paid_fiat_rub.json")
+                        .read_bytes())
+    before = _rows(web.runtime.engine)
+    for n in range(COMPONENT_BUDGET * 3):
+        sample["payload"]["invoice_id"] = 90000000 + n
+        sample["update_id"] = n + 1
+        body = json.dumps(sample).encode()
+        answer = web.post("/webhooks/cryptobot", body,
+                          headers={"crypto-pay-api-signature": signature(CRYPTO_TOKEN, body)})
+        assert answer.status_code == 200 and answer.get_json()["outcome"] == "unknown"
+    after = _rows(web.runtime.engine)
+    assert after == {**before, "admin_alerts": before["admin_alerts"] + COMPONENT_BUDGET + 1}
+    assert len(alerts(web.runtime.engine, "is not one of ours")) == COMPONENT_BUDGET
+    assert len(alerts(web.runtime.engine, "more than 20 different payments cryptobot")) == 1
