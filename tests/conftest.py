@@ -191,6 +191,9 @@ def make_env(database_url: str, redis_url: str, api_url: str, **extra: str) -> d
         "SCHEMA_CHECK_INTERVAL": "60",
         "TELEGRAM_GLOBAL_RATE": "1000",
         "TELEGRAM_CHAT_RATE": "100",
+        # Conversations in tests run far faster than people type: the inbound throttle is
+        # tested with its own settings (tests/bot/test_flood.py).
+        "USER_UPDATE_BURST": "1000",
     }
     env.update(extra)
     return env

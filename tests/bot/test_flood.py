@@ -221,7 +221,9 @@ def test_bad_throttle_settings_fail_loudly_naming_the_variable(name, value):
 
 
 def test_throttle_settings_default_to_sensible_values():
-    settings = load_settings(make_env("postgresql://u@h/db", "redis://h/0", "http://h"))
+    env = make_env("postgresql://u@h/db", "redis://h/0", "http://h")
+    env.pop("USER_UPDATE_BURST")
+    settings = load_settings(env)
     assert (settings.user_update_rate, settings.user_update_burst,
             settings.chat_queue_limit) == (1.0, 20, 20)
 
