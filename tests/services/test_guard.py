@@ -37,7 +37,8 @@ def test_drift_enters_degraded_once_and_recovers_after_the_gate(scratch_database
     run_deploy_gate(eng)
     assert [g.check() for g in guards] == ["ok", "ok", "ok"]
     assert len([m for m in sent if "left DEGRADED" in m]) == 1
-    assert [a.fingerprint for a in _alerts(eng)].count("schema:degraded") == 3
+    # one row: the other processes' alerts fell inside the cooldown (counted, not stored)
+    assert [a.fingerprint for a in _alerts(eng)].count("schema:degraded") == 1
     eng.dispose()
 
 
