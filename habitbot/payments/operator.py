@@ -23,7 +23,12 @@ from habitbot.payments import notify, service, stars
 from habitbot.payments.cryptobot import Invoice, MalformedInvoice
 from habitbot.payments.http import ProviderError, ProviderRefused
 from habitbot.payments.origin import Origin
-from habitbot.payments.yookassa import MalformedAnswer, YooKassaPayment, derived_key
+from habitbot.payments.yookassa import (
+    MalformedAnswer,
+    YooKassaPayment,
+    YooKassaRefund,
+    derived_key,
+)
 from habitbot.services import billing
 from habitbot.services.billing import BillingError
 from habitbot.telegram.errors import TelegramError
@@ -268,6 +273,7 @@ def reconcile(runtime: Runtime, since: datetime, fix: bool = False,
     # not once per payment.
     invoices = _invoices(runtime, [r for r in rows if r.provider == "cryptobot"], report)
     kassa = _kassa_payments(runtime, since, report)
+    refunds = _KassaRefunds(runtime, since)
     for done, row in enumerate(rows, 1):
         report.checked += 1
         try:
@@ -277,7 +283,7 @@ def reconcile(runtime: Runtime, since: datetime, fix: bool = False,
             difference = None
         if difference is not None:
             if fix and difference.fixable:
-                difference.fixed = _fix(runtime, row, invoices, kassa)
+                difference.fixed = _fix(runtime, row, invoices, kassa, refunds)
             report.differences.append(difference)
         if progress is not None:
             progress(done, total)
@@ -381,8 +387,28 @@ def _compare(runtime: Runtime, row: Payment, invoices: dict[int, Invoice],
     return None
 
 
+class _KassaRefunds:
+    """YooKassa's refunds created since the window began, listed once (every page) when the
+    first payment needs them, by YooKassa payment id: a refund is never older than its
+    payment, so this holds every refund of the payments in the window."""
+
+    def __init__(self, runtime: Runtime, since: datetime) -> None:
+        self._runtime = runtime
+        self._since = since
+        self._by_payment: dict[str, list[YooKassaRefund]] | None = None
+
+    def of(self, provider_payment_id: str) -> list[YooKassaRefund]:
+        if self._by_payment is None:
+            listed = service.yookassa_client(self._runtime.settings).list_refunds(
+                created_gte=self._since.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+            self._by_payment = {}
+            for refund in listed:
+                self._by_payment.setdefault(refund.payment_id, []).append(refund)
+        return self._by_payment.get(provider_payment_id, [])
+
+
 def _fix(runtime: Runtime, row: Payment, invoices: dict[int, Invoice],
-         kassa: dict[str, YooKassaPayment] | None) -> str:
+         kassa: dict[str, YooKassaPayment] | None, refunds: _KassaRefunds) -> str:
     try:
         if row.status in billing.OPEN_STATUSES:
             known = kassa.get(row.provider_payment_id or "") if kassa is not None else None
@@ -396,18 +422,17 @@ def _fix(runtime: Runtime, row: Payment, invoices: dict[int, Invoice],
             if settled.credited:
                 notify.enqueue_completion_notice(runtime, row.id)
             return settled.outcome
-        return _apply_missing_refunds(runtime, row)
+        return _apply_missing_refunds(runtime, row, refunds)
     except (ProviderError, MalformedAnswer, MalformedInvoice, BillingError, KeyError) as exc:
         return f"not fixed: {exc}"
 
 
-def _apply_missing_refunds(runtime: Runtime, row: Payment) -> str:
+def _apply_missing_refunds(runtime: Runtime, row: Payment, refunds: _KassaRefunds) -> str:
     from habitbot.payments.notifications import apply_provider_refund
 
     assert row.provider_payment_id is not None
-    client = service.yookassa_client(runtime.settings)
     applied = 0
-    for refund in client.list_refunds(row.provider_payment_id):
+    for refund in refunds.of(row.provider_payment_id):
         if refund.status != "succeeded":
             continue
         handled = apply_provider_refund(runtime, row.id, "yookassa", row.provider_payment_id,

@@ -588,3 +588,19 @@ def test_reconcile_pages_through_every_paid_crypto_pay_invoice(run, runtime, ali
     code, out, _ = run("payments", "reconcile", "--hours", "1", "--fix")
     assert code == 0 and out.count("[fixed: credited]") == 3, out
     assert billing.balance(runtime.engine, alice) == 3003
+
+
+def test_reconcile_lists_yookassa_refunds_once_for_every_payment_it_fixes(
+        run, runtime, alice, kassa_control):
+    kassa_control.set_webhook(enabled=False)
+    for amount in (8000, 9000, 10000):
+        payment_id, provider_id = _top_up(runtime, alice, amount)
+        kassa_control.pay(provider_id)
+        billing.complete_payment(runtime.engine, payment_id, amount, "RUB", provider_id)
+        kassa_control.refund(provider_id, amount="20.00")
+    mark = kassa_control.requests()[-1]["id"]
+    code, out, _ = run("payments", "reconcile", "--fix")
+    assert code == 0 and out.count("[fixed: 1 refund(s) applied]") == 3, out
+    assert billing.balance(runtime.engine, alice) == 27000 - 6000
+    asked = [r["endpoint"] for r in kassa_control.requests(since_id=mark)]
+    assert asked == ["list_payments", "list_refunds"], asked
