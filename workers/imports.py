@@ -12,6 +12,18 @@ update delivered twice, is imported once while its job is queued, running or rec
 A refused or failed import does not hold the id: the file can be sent again at once. And one
 import per user at a time (a slot in Redis, held until the job ends or for its time limit):
 one user sending many files cannot fill the workers other users' jobs need.
+
+File jobs share the workers with reminders and payments, so they run on their own queue
+(`queues.FILES`, taken last) and one at a time across all workers: one lease in Redis
+(`files:lease`, the id of the job holding it) is taken when a file job is queued and again by
+the job when it starts, and released when it ends (or expires after its time limit, when a
+worker is killed). A user whose upload or /export finds the lease held by another user's job
+is told to send it again in a minute. That is simpler and sturdier than putting jobs back with
+a delay: RQ's delayed jobs need a scheduler inside the workers, and a job waiting for the
+lease would itself hold the worker it is meant to leave free. Imports and exports are rare
+(a one-time move from another app, an occasional backup), so a retry now and then is cheap.
+A job that starts while another holds the lease (its own lease expired while it was queued)
+does nothing but tell its user the same.
 """
 
 from __future__ import annotations
@@ -50,6 +62,17 @@ CALLBACK_TIMEOUT = 30
 SLOT_TTL = JOB_TIMEOUT + 60  # a job killed outright releases its user's slot this late
 IMPORTED = "imported"
 _SLOT_PREFIX = f"{KEY_PREFIX}import:user:"
+FILES_LEASE = f"{KEY_PREFIX}files:lease"
+FILES_LEASE_TTL = JOB_TIMEOUT + 60  # queue wait plus the longest file job (exports: 120 s too)
+# Take the lease when it is free or already this job's: 2 = newly taken, 1 = this job's,
+# 0 = another job holds it.
+_ACQUIRE = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then redis.call('expire', KEYS[1], ARGV[2]) return 1 end
+if holder then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 2
+"""
 # Release the slot only if it is still this job's.
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -84,6 +107,10 @@ STARTED = N_("Importing the file… I will write when it is done.")
 RUNNING = N_("This file is already being imported: I will write when it is done.")
 DONE_RECENTLY = N_("This file has just been imported: see /habits.")
 BUSY = N_("Another file of yours is being imported: send this one when it is done.")
+FILES_BUSY = N_("I am busy with another person's file right now. Please send yours again "
+                "in a minute.")
+EXPORT_BUSY = N_("I am busy with another person's file right now. Please send /export again "
+                 "in a minute.")
 EXPORT_STARTED = N_("Preparing your export… the files will follow in a moment.")
 EXPORT_FAILED = N_("The export failed. Please try again a little later.")
 EXPORT_CAPTION = N_("Your habits and check-ins. Send the JSON file back to me (to this or "
@@ -120,14 +147,32 @@ def enqueue(conn: redis.Redis, upload: Upload) -> str:
     taken = bool(conn.set(slot, ident, nx=True, ex=SLOT_TTL))
     if not taken and conn.get(slot) != ident.encode():
         return BUSY
-    answer = _enqueue(conn, upload, ident)
-    if taken and answer != STARTED:
-        _release(conn, upload.telegram_id, ident)
+    lease = acquire_lease(conn, ident)
+    answer = _enqueue(conn, upload, ident) if lease else FILES_BUSY
+    if answer != STARTED:
+        if lease == 2:
+            release_lease(conn, ident)
+        if taken:
+            _release(conn, upload.telegram_id, ident)
     return answer
 
 
+def acquire_lease(conn: redis.Redis, ident: str) -> int:
+    """Take the one file-job lease for job `ident`: 2 newly taken, 1 already this job's, 0
+    held by another job."""
+    return int(conn.eval(_ACQUIRE, 1, FILES_LEASE, ident, FILES_LEASE_TTL))
+
+
+def release_lease(conn: redis.Redis, ident: str) -> None:
+    try:
+        conn.eval(_RELEASE, 1, FILES_LEASE, ident)
+    except redis.RedisError as exc:  # it expires on its own
+        log.warning("file job lease not released", extra={"job_id": ident,
+                                                          "error": type(exc).__name__})
+
+
 def _enqueue(conn: redis.Redis, upload: Upload, ident: str) -> str:
-    queue = Queue(queues.DEFAULT, connection=conn)
+    queue = Queue(queues.FILES, connection=conn)
     for _attempt in range(3):
         try:
             queue.enqueue(import_upload, upload.telegram_id, upload.language, upload.file_id,
@@ -241,11 +286,25 @@ def import_upload(telegram_id: int, language: str, file_id: str, file_name: str)
     """The RQ job: returns IMPORTED, or the code of the refusal the user was told."""
     runtime = job_runtime()
     job = get_current_job()
+    if job is not None and not acquire_lease(runtime.redis, job.id):
+        return _busy(runtime, telegram_id, language, job.id, FILES_BUSY)
     try:
         return _import(runtime, telegram_id, file_id, file_name)
     finally:
         if job is not None:
+            release_lease(runtime.redis, job.id)
             _release(runtime.redis, telegram_id, job.id)
+
+
+def _busy(runtime: Runtime, telegram_id: int, language: str, ident: str, text: str) -> str:
+    """Another file job holds the lease: this one does nothing and says so."""
+    log.info("file job put off: another one is running", extra={"user_id": telegram_id,
+                                                               "job_id": ident})
+    user = load_user(runtime.engine, telegram_id)
+    _reply(runtime, telegram_id, Translator(user.language if user else language).gettext(text))
+    if text == FILES_BUSY:
+        _release(runtime.redis, telegram_id, ident)
+    return "busy"
 
 
 def _import(runtime: Runtime, telegram_id: int, file_id: str, file_name: str) -> str:
@@ -279,6 +338,7 @@ def tell_failure(job: Job, connection: redis.Redis, exc_type: type[BaseException
     telegram_id = int(job.args[0])
     context = {"user_id": telegram_id, "job_id": job.id, "error": exc_type.__name__}
     runtime = job_runtime()
+    release_lease(runtime.redis, job.id)
     _release(runtime.redis, telegram_id, job.id)
     if job.meta.get("committed"):
         log.error("import written but its outcome not sent", extra=context)
@@ -299,9 +359,12 @@ def enqueue_export(conn: redis.Redis, telegram_id: int, language: str) -> str:
     """Queue the export of the user's data (once: a second /export while one is queued or
     running joins it); returns the message to answer with now. Raises redis.RedisError."""
     ident = f"export-{telegram_id}"
+    lease = acquire_lease(conn, ident)
+    if not lease:
+        return EXPORT_BUSY
     for _attempt in range(3):
         try:
-            Queue(queues.DEFAULT, connection=conn).enqueue(
+            Queue(queues.FILES, connection=conn).enqueue(
                 export_files, telegram_id, language, job_id=ident, unique=True,
                 job_timeout=EXPORT_TIMEOUT, result_ttl=0, failure_ttl=FAILURE_TTL,
                 on_failure=Callback(tell_export_failure, timeout=CALLBACK_TIMEOUT),
@@ -331,6 +394,18 @@ def _send_document(runtime: Runtime, chat_id: int, name: str, content: bytes,
 def export_files(telegram_id: int, language: str) -> int:
     """The RQ job: the user's CSV and JSON files; returns the number of habits."""
     runtime = job_runtime()
+    job = get_current_job()
+    if job is not None and not acquire_lease(runtime.redis, job.id):
+        _busy(runtime, telegram_id, language, job.id, EXPORT_BUSY)
+        return 0
+    try:
+        return _export(runtime, telegram_id)
+    finally:
+        if job is not None:
+            release_lease(runtime.redis, job.id)
+
+
+def _export(runtime: Runtime, telegram_id: int) -> int:
     user = load_user(runtime.engine, telegram_id)
     if user is None or user.id is None:
         log.warning("export for an unknown user dropped", extra={"user_id": telegram_id})
@@ -348,4 +423,5 @@ def tell_export_failure(job: Job, connection: redis.Redis, exc_type: type[BaseEx
     telegram_id = int(job.args[0])
     log.error("export failed", extra={"user_id": telegram_id, "job_id": job.id,
                                       "error": exc_type.__name__})
+    release_lease(connection, job.id)
     _reply(job_runtime(), telegram_id, Translator(str(job.args[1])).gettext(EXPORT_FAILED))

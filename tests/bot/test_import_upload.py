@@ -38,7 +38,7 @@ def _habit_count(engine) -> int:
 
 
 def _queued(runtime) -> int:
-    return Queue(queues.DEFAULT, connection=runtime.redis).count
+    return Queue(queues.FILES, connection=runtime.redis).count
 
 
 @pytest.mark.timeout(30)

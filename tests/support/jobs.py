@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import redis
+from rq import Queue, SimpleWorker
 
 from habitbot.config import Settings
 from habitbot.db import ProcessKind
@@ -28,3 +30,21 @@ def job_runtime(settings: Settings, monkeypatch: pytest.MonkeyPatch,
                  monkeypatch)
     yield rt
     rt.close()
+
+
+class BurstWorker(SimpleWorker):
+    """An in-process burst worker without RQ's command channel: its pubsub thread listens
+    with a 60 s timeout, and stopping it at the end of the burst could hold a test for that
+    long. A burst run takes no commands anyway."""
+
+    def subscribe(self) -> None:
+        pass
+
+    def unsubscribe(self) -> None:
+        pass
+
+
+def run_burst(conn: redis.Redis, *queue_names: str) -> None:
+    """Run what is queued on `queue_names` in this process, then return."""
+    BurstWorker([Queue(name, connection=conn) for name in queue_names],
+                connection=conn).work(burst=True)

