@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -96,6 +96,19 @@ class Settings:
     # it runs, and how many payments one run asks the providers about at most.
     payment_poll_interval: int = 60
     payment_poll_batch: int = 50
+    # Reminder timing (workers.reminders, habitbot.services.reminders): the tick (on boundaries
+    # of its interval, which divides a minute; it also runs the reaper of expired leases), the
+    # part of a tick spent claiming, a delivery's lease and how often a batch renews it.
+    reminder_tick_interval: int = 60
+    reminder_tick_budget: float = 40.0
+    reminder_lease: int = 75
+    reminder_lease_renew: float = 25.0
+    # The other periodic jobs' intervals in seconds (workers.scheduler.periodic_jobs).
+    weekly_summaries_interval: int = 900
+    flush_alerts_interval: int = 60
+    cleanup_interval: int = 3600
+    premium_notices_interval: int = 600
+    payment_notices_interval: int = 60
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return f"Settings(telegram_api_url={self.telegram_api_url!r}, port={self.port})"
@@ -329,4 +342,44 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                      "seconds between 10 and 3600"),
         payment_poll_batch=_parse(env, "PAYMENT_POLL_BATCH", _bounded(1, 500), 50,
                                   "a number of payments between 1 and 500"),
+        **_reminder_timing(env),
+        weekly_summaries_interval=_parse(env, "WEEKLY_SUMMARIES_INTERVAL", _bounded(10, 86400),
+                                         900, "seconds between 10 and 86400"),
+        flush_alerts_interval=_parse(env, "FLUSH_ALERTS_INTERVAL", _bounded(1, 3600), 60,
+                                     "seconds between 1 and 3600"),
+        cleanup_interval=_parse(env, "CLEANUP_INTERVAL", _bounded(10, 86400), 3600,
+                                "seconds between 10 and 86400"),
+        premium_notices_interval=_parse(env, "PREMIUM_NOTICES_INTERVAL", _bounded(10, 86400),
+                                        600, "seconds between 10 and 86400"),
+        payment_notices_interval=_parse(env, "PAYMENT_NOTICES_INTERVAL", _bounded(1, 3600), 60,
+                                        "seconds between 1 and 3600"),
     )
+
+
+def _minute_divisor(raw: str) -> int:
+    value = int(raw)
+    if value <= 0 or 60 % value:
+        raise ValueError(raw)
+    return value
+
+
+def _reminder_timing(env: Mapping[str, str]) -> dict[str, Any]:
+    """The tick and lease settings, checked against each other: a tick shorter than its
+    interval, a lease renewed at least twice before it runs out. Unset, the budget and the
+    renewal follow the tick and the lease (2/3 of the tick, 1/3 of the lease)."""
+    tick = _parse(env, "REMINDER_TICK_INTERVAL", _minute_divisor, 60,
+                  "seconds that divide a minute (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)")
+    budget = _parse(env, "REMINDER_TICK_BUDGET", _positive_float, tick * 2 / 3,
+                    "a positive number of seconds below REMINDER_TICK_INTERVAL")
+    if budget >= tick:
+        raise ConfigError(f"REMINDER_TICK_BUDGET is invalid: expected seconds below "
+                          f"REMINDER_TICK_INTERVAL ({tick}), got {budget:g}")
+    lease = _parse(env, "REMINDER_LEASE", _bounded(3, 3600), 75,
+                   "seconds between 3 and 3600")
+    renew = _parse(env, "REMINDER_LEASE_RENEW", _positive_float, lease / 3,
+                   "a positive number of seconds below half of REMINDER_LEASE")
+    if not lease > 2 * renew:
+        raise ConfigError(f"REMINDER_LEASE_RENEW is invalid: expected seconds below half of "
+                          f"REMINDER_LEASE ({lease}), got {renew:g}")
+    return {"reminder_tick_interval": tick, "reminder_tick_budget": budget,
+            "reminder_lease": lease, "reminder_lease_renew": renew}

@@ -208,3 +208,47 @@ def test_a_weak_admin_token_stops_a_program_naming_the_variable():
     assert result.stderr.strip().startswith(
         "habitbot bot: configuration error: ADMIN_TOKEN is too weak")
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_reminder_timing_and_periodic_intervals_default_to_production():
+    settings = load_settings(GOOD)
+    assert (settings.reminder_tick_interval, settings.reminder_tick_budget,
+            settings.reminder_lease, settings.reminder_lease_renew) == (60, 40.0, 75, 25.0)
+    assert (settings.weekly_summaries_interval, settings.flush_alerts_interval,
+            settings.cleanup_interval, settings.premium_notices_interval,
+            settings.payment_notices_interval) == (900, 60, 3600, 600, 60)
+
+
+def test_shrunk_reminder_timing_follows_the_tick_and_the_lease():
+    settings = load_settings(_env(REMINDER_TICK_INTERVAL="3", REMINDER_LEASE="9",
+                                  FLUSH_ALERTS_INTERVAL="2"))
+    assert (settings.reminder_tick_interval, settings.reminder_tick_budget,
+            settings.reminder_lease, settings.reminder_lease_renew) == (3, 2.0, 9, 3.0)
+    assert settings.flush_alerts_interval == 2
+    explicit = load_settings(_env(REMINDER_TICK_BUDGET="30", REMINDER_LEASE_RENEW="10.5"))
+    assert (explicit.reminder_tick_budget, explicit.reminder_lease_renew) == (30.0, 10.5)
+
+
+@pytest.mark.parametrize("env, name", [
+    ({"REMINDER_TICK_INTERVAL": "0"}, "REMINDER_TICK_INTERVAL"),
+    ({"REMINDER_TICK_INTERVAL": "7"}, "REMINDER_TICK_INTERVAL"),  # does not divide a minute
+    ({"REMINDER_TICK_INTERVAL": "120"}, "REMINDER_TICK_INTERVAL"),
+    ({"REMINDER_TICK_INTERVAL": "5s"}, "REMINDER_TICK_INTERVAL"),
+    ({"REMINDER_TICK_BUDGET": "60"}, "REMINDER_TICK_BUDGET"),  # not below the tick
+    ({"REMINDER_TICK_INTERVAL": "5", "REMINDER_TICK_BUDGET": "5"}, "REMINDER_TICK_BUDGET"),
+    ({"REMINDER_TICK_BUDGET": "-1"}, "REMINDER_TICK_BUDGET"),
+    ({"REMINDER_TICK_BUDGET": "nan"}, "REMINDER_TICK_BUDGET"),
+    ({"REMINDER_LEASE": "2"}, "REMINDER_LEASE"),
+    ({"REMINDER_LEASE": "86400"}, "REMINDER_LEASE"),
+    ({"REMINDER_LEASE_RENEW": "37.5"}, "REMINDER_LEASE_RENEW"),  # lease not > 2 × renew
+    ({"REMINDER_LEASE": "9", "REMINDER_LEASE_RENEW": "5"}, "REMINDER_LEASE_RENEW"),
+    ({"REMINDER_LEASE_RENEW": "0"}, "REMINDER_LEASE_RENEW"),
+    ({"WEEKLY_SUMMARIES_INTERVAL": "5"}, "WEEKLY_SUMMARIES_INTERVAL"),
+    ({"FLUSH_ALERTS_INTERVAL": "0"}, "FLUSH_ALERTS_INTERVAL"),
+    ({"CLEANUP_INTERVAL": "999999"}, "CLEANUP_INTERVAL"),
+    ({"PREMIUM_NOTICES_INTERVAL": "x"}, "PREMIUM_NOTICES_INTERVAL"),
+    ({"PAYMENT_NOTICES_INTERVAL": "-60"}, "PAYMENT_NOTICES_INTERVAL"),
+])
+def test_bad_timing_settings_are_refused_by_name(env, name):
+    with pytest.raises(ConfigError, match=f"^{name} is invalid"):
+        load_settings(_env(**env))

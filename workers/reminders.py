@@ -1,5 +1,9 @@
 """Reminder jobs: the minute tick (claim due schedules, reap expired leases, enqueue batches)
-and the send batch (one RQ job per batch of deliveries, not per message)."""
+and the send batch (one RQ job per batch of deliveries, not per message).
+
+The timing comes from the settings the runtime carries: REMINDER_TICK_INTERVAL (the scheduler
+runs the tick on its boundaries), REMINDER_TICK_BUDGET, REMINDER_LEASE, REMINDER_LEASE_RENEW.
+Tests shrink them to seconds; production runs a minute, 40 s, 75 s and 25 s."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from html import escape
 
@@ -21,8 +25,10 @@ from habitbot.i18n import Translator
 from habitbot.runtime import Runtime
 from habitbot.services import reminders
 from habitbot.telegram.callbacks import CallbackCodec
+from habitbot.telegram.client import BotApiClient
 from habitbot.telegram.errors import TelegramError
 from habitbot.telegram.limiter import BULK
+from habitbot.telegram.sender import NotYet
 from workers import queues
 from workers.context import job_runtime
 from workers.periodic import run_periodic
@@ -32,10 +38,11 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 100
 PAID_BATCH_SIZE = 200  # at paid-broadcast rates a new job (fork, runtime) per 100 costs more
 START_CHUNK = 25
-TICK_BUDGET_SECONDS = 40.0
 SEND_JOB_TIMEOUT = 600
 LATE_AFTER_SECONDS = 60.0  # "within a minute of its time"
-RENEW_AFTER = reminders.LEASE.total_seconds() / 3  # renew a chunk's leases this often
+# A chat whose next send slot is further away than this share of its interval (1/chat rate)
+# waits in the batch while other chats are sent; shorter waits (the global pace) are slept.
+CHAT_WAIT_SHARE = 0.5
 GIVE_UP_AFTER = 3  # consecutive sends Telegram did not answer: hand the rest of the batch back
 
 
@@ -53,16 +60,21 @@ def _enqueue(runtime: Runtime, dispatches: list[reminders.Dispatch]) -> int:
     return len(batches)
 
 
+def _lease(runtime: Runtime) -> timedelta:
+    return timedelta(seconds=runtime.settings.reminder_lease)
+
+
 def _tick(runtime: Runtime) -> int:
     started = time.monotonic()
-    again, reaped_missed = reminders.reap_expired(runtime.engine)
+    lease = _lease(runtime)
+    again, reaped_missed = reminders.reap_expired(runtime.engine, lease=lease)
     if again:
         _enqueue(runtime, again)
     claimed = skipped = missed = queued = 0
-    while time.monotonic() - started < TICK_BUDGET_SECONDS:
+    while time.monotonic() - started < runtime.settings.reminder_tick_budget:
         result = reminders.claim_due(runtime.engine,
                                      send_rate=runtime.settings.telegram_global_rate,
-                                     queued_before=queued + len(again))
+                                     queued_before=queued + len(again), lease=lease)
         claimed += result.claimed
         skipped += result.skipped
         missed += result.missed
@@ -83,7 +95,7 @@ def _tick(runtime: Runtime) -> int:
 
 
 def tick() -> int:
-    """The minute tick (periodic job `habit_reminders`)."""
+    """The tick (periodic job `habit_reminders`, every REMINDER_TICK_INTERVAL)."""
     return run_periodic("habit_reminders", _tick, lock_ttl=120)
 
 
@@ -117,38 +129,67 @@ def render(job: reminders.DeliveryJob, codec: CallbackCodec) -> tuple[str, dict]
 def send_batch(dispatches: list[list[int]]) -> int:
     """Send each handed-out delivery ([id, attempts]) through the bulk lane; returns how many
     were sent. Deliveries are started START_CHUNK at a time (one transaction each, so the skip
-    check is at most a chunk's sending time old) on one held connection, and marked one by one
-    right after their send on a second one in autocommit (one round trip per mark: a worker
-    killed mid-batch leaves at most the message in flight unmarked; see _marks_connection)."""
+    check is at most a few seconds old) on one held connection, and marked one by one right
+    after their send on a second one in autocommit (one round trip per mark: a worker killed
+    mid-batch leaves at most the message in flight unmarked; see _marks_connection).
+
+    Chats take turns: a chat's next reminder goes after every other chat of the batch has had
+    as many, and a chat whose 1/s slot is not due yet waits aside (its lease renewed) while
+    the others are sent — one user with many reminders at once never holds the batch."""
     runtime = job_runtime()
-    codec = CallbackCodec(runtime.settings.bot_token)
-    paid = runtime.settings.telegram_paid_broadcast
+    settings = runtime.settings
+    codec = CallbackCodec(settings.bot_token)
+    lease = _lease(runtime)
+    max_wait = CHAT_WAIT_SHARE / settings.telegram_chat_rate
     sent = unreachable = 0
     counted = metrics.Batch(runtime.redis)
     pending = [(int(d[0]), int(d[1])) for d in dispatches]
+    held: list[reminders.DeliveryJob] = []  # started, not yet sent, in the order handed out
+    sends_to: dict[int, int] = {}  # chat → reminders sent to it by this batch
+    slot_at: dict[int, float] = {}  # chat → when (monotonic) its next send slot is due
     try:
         with runtime.engine.connect() as conn, _marks_connection(runtime.engine) as marks:
-            while pending and unreachable < GIVE_UP_AFTER:
-                chunk, pending = pending[:START_CHUNK], pending[START_CHUNK:]
-                jobs = reminders.start_deliveries(conn, chunk)
-                leased = time.monotonic()
-                for index, job in enumerate(jobs):
-                    if time.monotonic() - leased > RENEW_AFTER:  # slow going (a 429 pause)
-                        reminders.renew_leases(marks, [j.delivery_id for j in jobs[index:]])
-                        leased = time.monotonic()
-                    outcome = _send_one(runtime, marks, codec, job, paid, counted)
-                    sent += outcome == "sent"
-                    unreachable = unreachable + 1 if outcome == "unreachable" else 0
-                    if unreachable >= GIVE_UP_AFTER:
-                        _hand_back(marks, [j.delivery_id for j in jobs[index + 1:]]
-                                   + [delivery_id for delivery_id, _ in pending])
-                        break
+            leased = time.monotonic()
+            while (pending or held) and unreachable < GIVE_UP_AFTER:
+                job = _next_turn(held, sends_to, slot_at)
+                if job is None or (pending and sends_to.get(job.telegram_id)):
+                    if pending:  # chats not yet served may be in the next chunk
+                        chunk, pending = pending[:START_CHUNK], pending[START_CHUNK:]
+                        held.extend(reminders.start_deliveries(conn, chunk, lease=lease))
+                    else:  # every chat held waits for its slot
+                        time.sleep(max(0.0, min(slot_at[j.telegram_id] for j in held)
+                                       - time.monotonic()))
+                    continue
+                if time.monotonic() - leased > settings.reminder_lease_renew:  # slow going
+                    reminders.renew_leases(marks, [j.delivery_id for j in held], lease=lease)
+                    leased = time.monotonic()
+                try:
+                    outcome = _send_one(runtime, marks, codec, job, counted, max_wait)
+                except NotYet as wait:
+                    slot_at[job.telegram_id] = time.monotonic() + wait.wait
+                    continue
+                held.remove(job)
+                sends_to[job.telegram_id] = sends_to.get(job.telegram_id, 0) + 1
+                sent += outcome == "sent"
+                unreachable = unreachable + 1 if outcome == "unreachable" else 0
+                if unreachable >= GIVE_UP_AFTER:
+                    _hand_back(marks, [j.delivery_id for j in held]
+                               + [delivery_id for delivery_id, _ in pending])
     finally:
         runtime.sender.flush_counters()
         counted.flush()
     log.info("reminder batch done", extra={"deliveries": len(dispatches), "sent": sent,
                                            "at": datetime.now(UTC).isoformat()})
     return sent
+
+
+def _next_turn(held: list[reminders.DeliveryJob], sends_to: dict[int, int],
+               slot_at: dict[int, float]) -> reminders.DeliveryJob | None:
+    """The held job whose chat has had the fewest reminders of this batch (the first one
+    handed out among equals), of the chats whose send slot is due; None if none is."""
+    now = time.monotonic()
+    ready = [j for j in held if slot_at.get(j.telegram_id, 0.0) <= now]
+    return min(ready, key=lambda j: sends_to.get(j.telegram_id, 0), default=None)
 
 
 def _hand_back(conn: Connection, delivery_ids: list[int]) -> None:
@@ -176,16 +217,18 @@ def _marks_connection(engine: Engine) -> Iterator[Connection]:
 
 
 def _send_one(runtime: Runtime, conn: Connection, codec: CallbackCodec,
-              job: reminders.DeliveryJob, paid: bool, counted: metrics.Batch) -> str:
+              job: reminders.DeliveryJob, counted: metrics.Batch, max_wait: float) -> str:
     """sent | failed (permanently: blocked, bad request) | unreachable (left for the reaper)
-    | lost (no longer pending when marked)."""
+    | lost (no longer pending when marked). Raises NotYet, having sent nothing, when the
+    chat's send slot is more than `max_wait` seconds away."""
     text, markup = render(job, codec)
     params: dict[str, object] = {"chat_id": job.telegram_id, "text": text,
                                  "parse_mode": "HTML", "reply_markup": markup}
-    if paid:
+    if runtime.settings.telegram_paid_broadcast:
         params["allow_paid_broadcast"] = True  # over 30/s, paid in Stars
     try:
-        message = runtime.sender.call("sendMessage", params, lane=BULK)
+        message = BotApiClient.parse_response("sendMessage", runtime.sender.perform(
+            "sendMessage", params, lane=BULK, max_wait=max_wait))
     except TelegramError as exc:
         if exc.permanent:
             reminders.finish_delivery(conn, job.delivery_id, "failed",

@@ -37,7 +37,8 @@ class PeriodicJob:
     interval: int
     queue: str = queues.DEFAULT
     timeout: int = 300
-    # Start on a minute boundary, so a 60 s job runs at :00 of every minute.
+    # Start on a boundary of the interval (which divides a minute), so a 60 s job runs at :00
+    # of every minute and a 5 s one at :00, :05, …
     aligned: bool = False
 
     @property
@@ -63,8 +64,14 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
 
 
 def periodic_jobs(settings: Settings) -> tuple[PeriodicJob, ...]:
-    """PERIODIC_JOBS with the intervals the settings choose."""
-    intervals = {"payment_poll": settings.payment_poll_interval}
+    """PERIODIC_JOBS with the intervals the settings choose (the defaults are the ones above)."""
+    intervals = {"habit_reminders": settings.reminder_tick_interval,
+                 "weekly_summaries": settings.weekly_summaries_interval,
+                 "flush_alerts": settings.flush_alerts_interval,
+                 "cleanup": settings.cleanup_interval,
+                 "premium_notices": settings.premium_notices_interval,
+                 "payment_notices": settings.payment_notices_interval,
+                 "payment_poll": settings.payment_poll_interval}
     return tuple(replace(job, interval=intervals.get(job.name, job.interval))
                  for job in PERIODIC_JOBS)
 
@@ -81,16 +88,28 @@ def register_periodic_jobs(scheduler: Scheduler,
             existing.delete()
             log.info("periodic job removed", extra={"job_id": existing.id})
     now = datetime.now(UTC)
-    next_minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     for job in jobs:
         if job.job_id in scheduler:
             scheduler.cancel(job.job_id)
-        start = next_minute if job.aligned else now + timedelta(seconds=1)
+        start = next_boundary(now, job.interval) if job.aligned else now + timedelta(seconds=1)
         scheduler.schedule(scheduled_time=start, func=job.func, interval=job.interval,
                            repeat=None, id=job.job_id, queue_name=job.queue,
                            timeout=job.timeout, result_ttl=600)
         log.info("Job added", extra={"job_id": job.job_id, "interval": job.interval})
     return sorted(wanted)
+
+
+def next_boundary(now: datetime, interval: int) -> datetime:
+    """The first instant after `now` that is a whole number of `interval` seconds since the
+    epoch: the next minute for 60 (the epoch starts on a minute), the next :05 for 5."""
+    seconds = (int(now.timestamp()) // interval + 1) * interval
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def loop_interval(jobs: tuple[PeriodicJob, ...]) -> int:
+    """How often the scheduler looks for jobs to enqueue: every TICK_SECONDS, or as often as
+    the shortest interval when that is shorter (a shrunk reminder tick in tests)."""
+    return min([TICK_SECONDS, *(job.interval for job in jobs)])
 
 
 class GuardedScheduler(Scheduler):
@@ -156,8 +175,8 @@ def main() -> int:
     runtime = build_runtime("scheduler", "scheduler")
     runtime.guard.start()
     monitor = HealthMonitor(HealthChecker(runtime.engine, runtime.redis), runtime.alerts).start()
-    scheduler = build_scheduler(runtime)
     jobs = periodic_jobs(runtime.settings)
+    scheduler = build_scheduler(runtime, loop_interval(jobs))
     register_periodic_jobs(scheduler, jobs)
     log.info("Scheduler started", extra={"jobs": [j.job_id for j in jobs],
                                          "degraded": runtime.guard.degraded})

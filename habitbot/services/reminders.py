@@ -31,9 +31,10 @@ from habitbot.services import progress, schedules
 
 CLAIM_CHUNK = 1000
 # A delivery started but not marked within its lease is handed out again by the next tick's
-# reaper: a worker killed mid-batch delays its reminders by about LEASE + one tick (~2 min).
+# reaper: a worker killed mid-batch delays its reminders by about the lease + one tick (~2 min).
 # A batch renews the leases of what it holds while it works (`renew_leases`), so a slow send
-# (a 429 pause) does not let a copy start beside it.
+# (a 429 pause) does not let a copy start beside it. The lease is REMINDER_LEASE; this is its
+# production default, for callers that pass none.
 LEASE = timedelta(seconds=75)
 MAX_AGE = timedelta(minutes=60)
 MAX_ATTEMPTS = 5
@@ -122,10 +123,24 @@ def _reason(row: Any, day: date, rests: Sequence[Any], by_day: dict[Any, str],
     return None
 
 
+def send_order(user_ids: Sequence[int]) -> list[int]:
+    """Positions of `user_ids` in the order to send them: every user's first reminder, then
+    every user's second, … (stable otherwise), so one user with many reminders due at once,
+    sent at their chat's 1/s, goes after everyone else instead of ahead of them."""
+    seen: dict[int, int] = {}
+    ranks = []
+    for user_id in user_ids:
+        ranks.append(seen.get(user_id, 0))
+        seen[user_id] = ranks[-1] + 1
+    return sorted(range(len(user_ids)), key=lambda position: (ranks[position], position))
+
+
 def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CHUNK,
               max_age: timedelta = MAX_AGE, send_rate: float = 30.0,
-              queued_before: int = 0) -> ClaimResult:
-    """Claim up to `limit` due schedules; returns the ids of deliveries to send.
+              queued_before: int = 0, lease: timedelta = LEASE) -> ClaimResult:
+    """Claim up to `limit` due schedules; returns the ids of deliveries to send, in
+    `send_order` (due selection is by the minute of `next_fire_at`: a claim moves it to the
+    next occurrence, so ticks of any interval within the minute claim a reminder once).
 
     Each lease covers the delivery's expected wait in the queue (`queued_before` deliveries
     ahead of this chunk, sent at `send_rate` per second), so the reaper does not hand out again
@@ -150,9 +165,12 @@ def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CH
             return ClaimResult(0, [], 0, 0)
         days = [progress.local_day(r.next_fire_at, r.timezone, r.day_start_hour) for r in rows]
         reasons = _batch_skip_reasons(session, rows, days)
+        order = send_order([r.user_id for r in rows])
+        place = {rows[index].schedule_id: turn for turn, index in enumerate(order)}
         values, advances = [], []
-        for position, (row, reason) in enumerate(zip(rows, reasons, strict=True)):
-            lease = now + LEASE + timedelta(seconds=(queued_before + position) / send_rate)
+        for row, reason in zip(rows, reasons, strict=True):
+            lease_until = now + lease + timedelta(
+                seconds=(queued_before + place[row.schedule_id]) / send_rate)
             if reason is None and now - row.next_fire_at > max_age:
                 status, reason = "missed", "older than the catch-up window"
             else:
@@ -160,7 +178,7 @@ def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CH
             values.append({"schedule_id": row.schedule_id, "habit_id": row.habit_id,
                            "user_id": row.user_id, "fire_at": row.next_fire_at,
                            "status": status, "error": reason,
-                           "lease_until": lease if status == "pending" else None})
+                           "lease_until": lease_until if status == "pending" else None})
             advances.append({"id": row.schedule_id, "next_fire_at": schedules.next_fire(
                 row.timezone, row.local_time, row.schedule_weekdays,
                 max(now, row.next_fire_at))})
@@ -168,21 +186,23 @@ def claim_due(engine: Engine, now: datetime | None = None, limit: int = CLAIM_CH
             insert(ReminderDelivery).values(values)
             .on_conflict_do_nothing(index_elements=[ReminderDelivery.schedule_id,
                                                     ReminderDelivery.fire_at])
-            .returning(ReminderDelivery.id, ReminderDelivery.status)).all()
+            .returning(ReminderDelivery.id, ReminderDelivery.status,
+                       ReminderDelivery.schedule_id)).all()
         # One statement for the whole chunk (an executemany would be a round trip per row).
         session.execute(text(
             "UPDATE habit_schedules AS s SET next_fire_at = v.next_fire_at "
             "FROM unnest(CAST(:ids AS bigint[]), CAST(:fires AS timestamptz[])) "
             "AS v(id, next_fire_at) WHERE s.id = v.id"),
             {"ids": [a["id"] for a in advances], "fires": [a["next_fire_at"] for a in advances]})
-    pending = [r.id for r in inserted if r.status == "pending"]
+    pending = [r.id for r in sorted(inserted, key=lambda r: place[r.schedule_id])
+               if r.status == "pending"]
     missed = sum(1 for r in inserted if r.status == "missed")
     skipped = sum(1 for r in inserted if r.status == "skipped")
     return ClaimResult(len(rows), pending, skipped, missed)
 
 
-def reap_expired(engine: Engine, now: datetime | None = None,
-                 max_age: timedelta = MAX_AGE) -> tuple[list[Dispatch], int]:
+def reap_expired(engine: Engine, now: datetime | None = None, max_age: timedelta = MAX_AGE,
+                 lease: timedelta = LEASE) -> tuple[list[Dispatch], int]:
     """Deliveries still pending after their lease: hand them out again (new lease), or mark
     them missed when too old or tried too often. Returns (ids to resend, missed count)."""
     now = now or datetime.now(UTC)
@@ -198,7 +218,7 @@ def reap_expired(engine: Engine, now: datetime | None = None,
         stale = [r.id for r in rows if r.id not in taken]
         if taken:
             session.execute(update(ReminderDelivery).where(ReminderDelivery.id.in_(taken))
-                            .values(lease_until=now + LEASE))
+                            .values(lease_until=now + lease))
         if stale:
             session.execute(update(ReminderDelivery).where(ReminderDelivery.id.in_(stale))
                             .values(status="missed", error="not delivered in time"))
@@ -206,7 +226,8 @@ def reap_expired(engine: Engine, now: datetime | None = None,
 
 
 def start_deliveries(bind: Engine | Connection, dispatches: Sequence[Dispatch],
-                     now: datetime | None = None) -> list[DeliveryJob]:
+                     now: datetime | None = None, lease: timedelta = LEASE
+                     ) -> list[DeliveryJob]:
     """Take a chunk of handed-out deliveries for sending, in one transaction: one locking
     SELECT, the skip reasons with a fixed number of queries, and one UPDATE for those taken
     (attempts + 1, lease renewed) and one per skip reason. A delivery no longer pending, taken
@@ -250,14 +271,15 @@ def start_deliveries(bind: Engine | Connection, dispatches: Sequence[Dispatch],
         if jobs:
             conn.execute(update(ReminderDelivery).where(ReminderDelivery.id.in_(list(jobs)))
                          .values(attempts=ReminderDelivery.attempts + 1,
-                                 lease_until=now + LEASE))
+                                 lease_until=now + lease))
     return [jobs[delivery_id] for delivery_id, _ in dispatches if delivery_id in jobs]
 
 
 def start_delivery(bind: Engine | Connection, delivery_id: int, expected_attempts: int = 0,
-                   now: datetime | None = None) -> DeliveryJob | None:
+                   now: datetime | None = None, lease: timedelta = LEASE
+                   ) -> DeliveryJob | None:
     """`start_deliveries` for one delivery: the job, or None if it is not to be sent."""
-    jobs = start_deliveries(bind, [(delivery_id, expected_attempts)], now)
+    jobs = start_deliveries(bind, [(delivery_id, expected_attempts)], now, lease)
     return jobs[0] if jobs else None
 
 
@@ -284,7 +306,7 @@ _FINISH = text(
 
 
 def renew_leases(bind: Engine | Connection, delivery_ids: Sequence[int],
-                 now: datetime | None = None) -> None:
+                 now: datetime | None = None, lease: timedelta = LEASE) -> None:
     """Still working on these (started, not yet sent): keep the reaper off them."""
     if not delivery_ids:
         return
@@ -292,7 +314,7 @@ def renew_leases(bind: Engine | Connection, delivery_ids: Sequence[int],
     with _transaction(bind, single_statement=True) as conn:
         conn.execute(update(ReminderDelivery).where(
             ReminderDelivery.id.in_(list(delivery_ids)), ReminderDelivery.status == "pending")
-            .values(lease_until=now + LEASE))
+            .values(lease_until=now + lease))
 
 
 def release_delivery(bind: Engine | Connection, delivery_id: int, error: str) -> None:

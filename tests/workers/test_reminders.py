@@ -4,6 +4,7 @@ reminder; skips, missed, duplicates, leases, DST."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -12,9 +13,11 @@ from rq import Queue, SimpleWorker
 from sqlalchemy import func, insert, select, update
 
 from habitbot.models import HabitCheckin, HabitSchedule, ReminderDelivery, RestPeriod, User
+from habitbot.runtime import build_runtime
 from habitbot.services import habits as svc
 from habitbot.services import reminders
 from habitbot.services.habits import HabitDraft
+from tests.support.jobs import install
 from workers import queues
 from workers import reminders as jobs
 
@@ -427,7 +430,143 @@ def test_a_batch_keeps_the_reaper_off_what_it_still_holds(runtime, engine, emu_c
     with engine.connect() as conn:
         lease = conn.execute(select(ReminderDelivery.lease_until)).scalar_one()
     assert lease == later + reminders.LEASE
-    # In a batch: with renewals after every send, everything is still sent once.
-    monkeypatch.setattr(jobs, "RENEW_AFTER", -1.0)
+    # In a batch: with renewals before every send, everything is still sent once.
+    install(replace(runtime, settings=replace(runtime.settings, reminder_lease_renew=-1.0)),
+            monkeypatch)
     assert jobs.send_batch([[dispatch[0], dispatch[1] + 1]]) == 1
     assert len(emu_client.messages(ALICE, sender="bot")) == 1
+
+
+# -- one user's burst must not hold the batch ------------------------------------------------
+
+HEAVY = 7300
+LIGHT = range(7400, 7450)
+
+
+@pytest.fixture
+def slow_chats(runtime, monkeypatch):
+    """Telegram's real per-chat pace (10/s here rather than 1/s, to keep the test short; the
+    global rate stays high): a chat's second reminder in a row waits for its slot."""
+    rt = build_runtime("worker", "worker", configure_logging=False,
+                       settings=replace(runtime.settings, telegram_chat_rate=10.0))
+    yield install(rt, monkeypatch)
+    rt.close()
+
+
+@pytest.fixture
+def heavy_and_light(engine, emu_client):
+    """One premium user with 20 habits due at 08:00 (created first, so claimed first), and 50
+    users with one each, all due in the same minute."""
+    due = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    heavy = _user(engine, HEAVY, tier="premium",
+                  premium_ends_at=datetime.now(UTC) + timedelta(days=30))
+    habits = [_habit(engine, heavy, f"h{n}", at=time(8, 0)) for n in range(20)]
+    for chat in LIGHT:
+        habits.append(_habit(engine, _user(engine, chat), at=time(8, 0)))
+    for chat in (HEAVY, *LIGHT):
+        emu_client.add_user(chat, first_name=f"U{chat}", language_code="en")
+    with engine.begin() as conn:
+        conn.execute(update(HabitSchedule).where(HabitSchedule.habit_id.in_(habits))
+                     .values(next_fire_at=due))
+    return habits
+
+
+def _send_order(emu_client) -> list[int]:
+    chats = {HEAVY, *LIGHT}
+    return [s["chat_id"] for s in emu_client.sends() if s["chat_id"] in chats
+            and s["method"] == "sendMessage"]
+
+
+def test_a_users_second_reminder_goes_after_every_other_users_first(
+        slow_chats, engine, redis_conn, emu_client, heavy_and_light):
+    """The tick hands a batch out chat by chat: the heavy user's first reminder, everyone
+    else's, then the heavy user's other 19 — nobody waits behind their 1/s."""
+    jobs._tick(slow_chats)
+    _work(redis_conn)
+    order = _send_order(emu_client)
+    assert len(order) == 70 and order.count(HEAVY) == 20
+    assert order[:51].count(HEAVY) == 1 and set(order[:51]) == {HEAVY, *LIGHT}
+    assert order[51:] == [HEAVY] * 19
+    assert {d.status for d in _deliveries(engine)} == {"sent"}
+
+
+def test_a_chat_waiting_for_its_slot_does_not_hold_the_batch(
+        slow_chats, engine, emu_client, heavy_and_light):
+    """Handed a batch with the heavy user's 20 reminders first, the batch sends what the
+    chat's burst allows, then serves the 50 others while that chat waits for its slot, and
+    sends the rest of the heavy user's on their own pace — each once, leases kept."""
+    dispatches = reminders.claim_due(engine).dispatches
+    with engine.connect() as conn:
+        heavy_first = conn.execute(
+            select(ReminderDelivery.id).join(User, User.id == ReminderDelivery.user_id)
+            .order_by(User.telegram_id != HEAVY, ReminderDelivery.id)).scalars().all()
+    attempts = dict(dispatches)
+    assert jobs.send_batch([[d, attempts[d]] for d in heavy_first]) == 70
+    order = _send_order(emu_client)
+    light_done = max(i for i, chat in enumerate(order) if chat != HEAVY)
+    assert order.count(HEAVY) == 20
+    assert order[:light_done + 1].count(HEAVY) <= 2  # the chat's burst: two at once
+    with engine.connect() as conn:
+        rows = conn.execute(select(ReminderDelivery.status, ReminderDelivery.attempts,
+                                   ReminderDelivery.lease_until)).all()
+    assert {(r.status, r.attempts, r.lease_until) for r in rows} == {("sent", 1, None)}
+    assert all(len(emu_client.messages(chat, sender="bot")) == 1 for chat in LIGHT)
+
+
+# -- timing from the settings --------------------------------------------------------------
+
+def test_the_tick_is_registered_with_its_interval_on_its_boundaries(runtime, redis_conn):
+    from workers.scheduler import (
+        build_scheduler,
+        loop_interval,
+        next_boundary,
+        periodic_jobs,
+        register_periodic_jobs,
+    )
+
+    at = datetime(2026, 3, 1, 8, 0, 7, 500000, tzinfo=UTC)
+    assert next_boundary(at, 60) == datetime(2026, 3, 1, 8, 1, tzinfo=UTC)
+    assert next_boundary(at, 5) == datetime(2026, 3, 1, 8, 0, 10, tzinfo=UTC)
+    assert next_boundary(at.replace(second=10, microsecond=0), 5) == at.replace(
+        second=15, microsecond=0)
+    production = periodic_jobs(runtime.settings)
+    assert loop_interval(production) == 5
+    shrunk = periodic_jobs(replace(runtime.settings, reminder_tick_interval=2,
+                                   cleanup_interval=30))
+    intervals = {job.name: job.interval for job in shrunk}
+    assert intervals["habit_reminders"] == 2 and intervals["cleanup"] == 30
+    assert loop_interval(shrunk) == 2
+    scheduler = build_scheduler(runtime, loop_interval(shrunk))
+    register_periodic_jobs(scheduler, shrunk)
+    [(job, when)] = [(j, t) for j, t in scheduler.get_jobs(with_times=True)
+                     if j.id == "periodic-habit_reminders"]
+    assert job.meta["interval"] == 2 and when.timestamp() % 2 == 0
+
+
+def test_a_shrunk_tick_sends_a_reminder_due_in_its_minute_once(runtime, engine, redis_conn,
+                                                              emu_client, alice):
+    """Due selection is by the minute: ticks every few seconds within that minute claim the
+    reminder once (the claim moves the schedule to its next day)."""
+    habit = _habit(engine, alice)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    _make_due(engine, habit, minute)
+    for second in (0, 2, 4, 30, 58):
+        reminders.claim_due(engine, now=minute + timedelta(seconds=second))
+    quick = replace(runtime, settings=replace(runtime.settings, reminder_tick_interval=2,
+                                              reminder_tick_budget=1.0))
+    assert jobs._tick(quick) == 0
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ReminderDelivery)).scalar_one() == 1
+
+
+def test_the_lease_is_the_one_the_settings_choose(runtime, engine, alice, monkeypatch):
+    _make_due(engine, _habit(engine, alice), datetime.now(UTC) - timedelta(seconds=5))
+    short = install(replace(runtime, settings=replace(runtime.settings, reminder_lease=6)),
+                    monkeypatch)
+    before = datetime.now(UTC)
+    assert jobs._tick(short) == 1
+    with engine.connect() as conn:
+        lease = conn.execute(select(ReminderDelivery.lease_until)).scalar_one()
+    assert timedelta(seconds=6) <= lease - before < timedelta(seconds=6.5)
+    assert reminders.reap_expired(engine, now=before + timedelta(seconds=7),
+                                  lease=timedelta(seconds=6))[0] != []
