@@ -24,6 +24,8 @@ ERRORS = {
                                     "try /premium."),
     "free_limit": N_("The free plan has up to {limit} active habits. Archive one, or try "
                      "premium with /premium."),
+    "too_many_habits": N_("You have {limit} habits, the most I keep for one person. Delete "
+                          "some first: /habits."),
     "not_found": N_("That habit does not exist any more."),
     "archived": N_("That habit is archived. Restore it first."),
     "bad_time": N_("I could not read that time. Use 24-hour time like 08:30 or 21:00."),

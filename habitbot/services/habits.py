@@ -26,6 +26,8 @@ UNIT_MAX = 32
 TARGET_MAX = Decimal("1000000")
 MAX_REMINDERS = 5
 FREE_ACTIVE_HABITS = 3
+# Of one user, active or archived, on any plan: /new, the one-message /new and imports alike.
+MAX_HABITS = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -240,6 +242,14 @@ def check_limits(conn: Session, user_id: int, draft: HabitDraft, now: datetime,
             raise HabitError("free_limit", limit=FREE_ACTIVE_HABITS)
 
 
+def check_total(conn: Session, user_id: int) -> None:
+    """Before a new habit, on every plan (restoring one does not add to the total)."""
+    have = conn.execute(select(func.count()).select_from(Habit)
+                        .where(Habit.user_id == user_id)).scalar_one()
+    if have >= MAX_HABITS:
+        raise HabitError("too_many_habits", limit=MAX_HABITS)
+
+
 def create_habit(engine: Engine, user_id: int, draft: HabitDraft,
                  now: datetime | None = None) -> HabitView:
     now = now or datetime.now(UTC)
@@ -248,6 +258,7 @@ def create_habit(engine: Engine, user_id: int, draft: HabitDraft,
         # Serialise creations of one user so two quick /new cannot pass the limit together.
         # NO KEY UPDATE: it does not block a reminder claim's foreign-key check on the user.
         conn.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+        check_total(conn, user_id)
         check_limits(conn, user_id, draft, now, adding=True)
         position = conn.execute(select(func.coalesce(func.max(Habit.position), 0) + 1)
                                 .where(Habit.user_id == user_id)).scalar_one()

@@ -290,3 +290,71 @@ def test_quick_form_times_a_week_read_as_before(text, count):
     draft = parse_quick(text)
     assert (draft.name, draft.frequency, draft.times_per_week) == (text.split()[0],
                                                                    "times_per_week", count)
+
+
+def _fill(engine, user_id: int, count: int, archived: int = 0) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(Habit), [
+            {"user_id": user_id, "name": f"Old {n}", "position": n,
+             "archived_at": NOW if n < archived else None, "is_active": n >= archived}
+            for n in range(count)])
+
+
+def _habit_count(engine, user_id: int) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(Habit)
+                            .where(Habit.user_id == user_id)).scalar_one()
+
+
+def test_premium_users_have_at_most_200_habits_archived_ones_included(engine):
+    rich = _user(engine, 2, premium=True)
+    _fill(engine, rich, svc.MAX_HABITS - 1, archived=50)
+    svc.create_habit(engine, rich, HabitDraft("The last one"))
+    for draft in (HabitDraft("One more"), parse_quick("Read 20 pages daily 08:30")):
+        with pytest.raises(HabitError) as info:
+            svc.create_habit(engine, rich, draft)
+        assert (info.value.code, info.value.params) == ("too_many_habits", {"limit": 200})
+    assert _habit_count(engine, rich) == svc.MAX_HABITS
+    # Restoring an archived habit adds none: it stays possible at the cap.
+    with engine.connect() as conn:
+        archived = conn.execute(select(Habit.id).where(
+            Habit.user_id == rich, Habit.archived_at.is_not(None)).limit(1)).scalar_one()
+    assert svc.restore_habit(engine, rich, archived).is_active
+
+
+def test_concurrent_creations_cannot_pass_the_habit_cap(engine):
+    rich = _user(engine, 2, premium=True)
+    _fill(engine, rich, svc.MAX_HABITS - 2)
+    results: list[object] = []
+
+    def create(n: int) -> None:
+        try:
+            results.append(svc.create_habit(engine, rich, HabitDraft(f"c{n}")).id)
+        except HabitError as exc:
+            results.append(exc.code)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(map(str, results)).count("too_many_habits") == 3
+    assert _habit_count(engine, rich) == svc.MAX_HABITS
+
+
+def test_the_habit_cap_of_new_is_the_one_of_imports():
+    from habitbot.services.transfer import limits
+
+    assert limits.MAX_HABITS is svc.MAX_HABITS == 200
+
+
+@pytest.mark.parametrize(("language", "expected"), [
+    ("en", "You have 200 habits, the most I keep for one person. Delete some first: /habits."),
+    ("ru", "У вас 200 привычек — больше я не храню для одного человека. Сначала удалите "
+           "какие-нибудь: /habits."),
+])
+def test_the_habit_cap_is_told_in_the_users_language(language, expected):
+    from habitbot.bot.texts import ERRORS
+    from habitbot.i18n import Translator
+
+    assert Translator(language).gettext(ERRORS["too_many_habits"], limit=200) == expected

@@ -19,10 +19,12 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 
+from habitbot.services.habits import MAX_HABITS
+
 MB = 1024 * 1024
 MAX_FILE_BYTES = 5 * MB
 MAX_UNZIPPED_BYTES = 20 * MB
-MAX_HABITS = 200            # in one file, and a user's habits after an import
+# MAX_HABITS: in one file, and a user's habits after an import (the cap of /new too)
 MAX_ZIP_ENTRIES = 2 * MAX_HABITS + 10  # Loop writes three files and a folder of two per habit
 # Deflate packs at most ~1000:1; a real export of 200 unused habits packs ~260:1.
 MAX_ZIP_RATIO = 400
