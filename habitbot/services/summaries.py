@@ -48,19 +48,29 @@ def claim_due(engine: Engine, now: datetime | None = None,
     claimed: list[SummaryTarget] = []
     with Session(engine) as session, session.begin():
         for weekday, zones in groups.items():
-            local_day = now.astimezone(zoneinfo.ZoneInfo(zones[0])).date()
-            rows = session.execute(
-                update(User)
-                .where(User.weekly_summary_enabled, User.is_blocked.is_(False),
-                       User.onboarded_at.is_not(None), User.timezone.in_(zones),
-                       User.weekly_summary_weekday == weekday,
-                       or_(User.weekly_summary_sent_on.is_(None),
-                           User.weekly_summary_sent_on < local_day))
-                .values(weekly_summary_sent_on=local_day)
-                .returning(User.id, User.telegram_id, User.language)).all()
-            claimed.extend(SummaryTarget(r.id, r.telegram_id, r.language, local_day)
-                           for r in rows)
+            for local_day, starts in _days_by_start_hour(now, zones[0]).items():
+                rows = session.execute(
+                    update(User)
+                    .where(User.weekly_summary_enabled, User.is_blocked.is_(False),
+                           User.onboarded_at.is_not(None), User.timezone.in_(zones),
+                           User.weekly_summary_weekday == weekday,
+                           User.day_start_hour.in_(starts),
+                           or_(User.weekly_summary_sent_on.is_(None),
+                               User.weekly_summary_sent_on < local_day))
+                    .values(weekly_summary_sent_on=local_day)
+                    .returning(User.id, User.telegram_id, User.language)).all()
+                claimed.extend(SummaryTarget(r.id, r.telegram_id, r.language, local_day)
+                               for r in rows)
     return claimed
+
+
+def _days_by_start_hour(now: datetime, zone: str) -> dict[date, list[int]]:
+    """{the user's day now: [the day-start hours giving it]}: a user whose day starts after
+    the summary hour is still in the day before (zones of one group share the local hour)."""
+    out: dict[date, list[int]] = {}
+    for start in range(24):
+        out.setdefault(progress.local_day(now, zone, start), []).append(start)
+    return out
 
 
 @dataclass(frozen=True)

@@ -692,3 +692,38 @@ def test_an_import_cannot_take_a_user_past_the_check_in_limit(engine, patricia, 
     monkeypatch.setattr(writing, "MAX_USER_CHECKINS", 36)
     assert import_file(engine, patricia, "loop.zip", _loop_zip("habit_folders"),
                        now=NOW).checkins_imported == 6
+
+
+def _early_riser(engine) -> int:
+    """A Berlin user whose day starts at 04:00: 01:30 on the 27th is still the 26th."""
+    with engine.begin() as conn:
+        return conn.execute(insert(User).values(
+            telegram_id=41, timezone="Europe/Berlin", day_start_hour=4)
+            .returning(User.id)).scalar_one()
+
+
+def test_imported_habits_start_at_the_users_day_start_on_their_first_day(engine):
+    from habitbot.services.progress import local_day
+
+    riser = _early_riser(engine)
+    import_file(engine, riser, "loop.zip", _loop_zip("habit_folders"), now=NOW)
+    with engine.connect() as conn:
+        created = dict(conn.execute(select(Habit.name, Habit.created_at)).all())
+    assert created["Meditate"] == datetime(2026, 3, 26, 3, 0, tzinfo=UTC)  # 04:00 in Berlin
+    assert local_day(created["Meditate"], "Europe/Berlin", 4) == date(2026, 3, 26)
+
+
+def test_an_existing_habit_made_after_midnight_is_not_backdated_by_its_own_day(engine):
+    riser = _early_riser(engine)
+    made = datetime(2026, 3, 27, 0, 30, tzinfo=UTC)  # 01:30 on the 27th: the user's 26th
+    habit = svc.create_habit(engine, riser, HabitDraft("Meditate"), now=made)
+    with engine.begin() as conn:
+        conn.execute(update(Habit).where(Habit.id == habit.id).values(created_at=made))
+
+    import_file(engine, riser, "Habits.csv", OLD_HABITS.encode(), now=NOW)
+    import_file(engine, riser, "Checkmarks.csv",
+                _matrix(["Meditate"], [("2026-03-26", "2")]).encode(), now=NOW)
+
+    with engine.connect() as conn:
+        assert conn.execute(select(Habit.created_at).where(Habit.id == habit.id)) \
+            .scalar_one() == made

@@ -50,3 +50,18 @@ def test_summary_counts_the_week_and_is_sent_in_russian(runtime, engine, emu_cli
     text = emu_client.messages(10, sender="bot")[-1]["text"]
     assert text.startswith("📊 Ваша неделя")
     assert "▫️ Чтение — 5/7 · 🔥 3 дня" in text and "Всего: 71% от запланированного." in text
+
+
+def test_a_user_whose_day_starts_after_the_summary_hour_gets_the_week_of_their_own_day(engine):
+    # 19:30 on Sunday in Moscow: for a day starting at 20:00 it is still Saturday the 28th.
+    night_owl = _user(engine, 4, "Europe/Moscow")
+    usual = _user(engine, 5, "Europe/Moscow")
+    with engine.begin() as conn:
+        conn.execute(update(User).where(User.id == night_owl).values(day_start_hour=20))
+        conn.execute(update(User).where(User.id == usual).values(day_start_hour=11))
+
+    claimed = {t.user_id: t.local_day.isoformat()
+               for t in summaries.claim_due(engine, SUNDAY_EVENING_MSK)}
+
+    assert claimed == {night_owl: "2026-11-28", usual: "2026-11-29"}
+    assert summaries.claim_due(engine, SUNDAY_EVENING_MSK + timedelta(minutes=15)) == []

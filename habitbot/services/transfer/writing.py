@@ -10,7 +10,7 @@ either is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from habitbot.models import Habit, HabitCheckin, HabitSchedule, RestPeriod, User
 from habitbot.services import schedules
 from habitbot.services.habits import HabitDraft, HabitError, check_limits, validate
+from habitbot.services.progress import local_day
 from habitbot.services.transfer import reading
 from habitbot.services.transfer.incoming import Incoming, Report
 from habitbot.services.transfer.limits import (
@@ -66,8 +67,9 @@ def _screen(habits: list[Incoming], today: date, report: Report) -> list[Incomin
     return kept
 
 
-def _start_of(day: date, zone: str) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=ZoneInfo(zone)).astimezone(UTC)
+def _start_of(day: date, zone: str, day_start_hour: int) -> datetime:
+    """The instant the user's `day` begins: its day-start hour, local wall-clock time."""
+    return datetime.combine(day, time(day_start_hour), tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
 @dataclass
@@ -79,7 +81,7 @@ class _Target:
 
 
 def _create(conn: Session, user_id: int, habit: Incoming, position: int, zone: str,
-            now: datetime, report: Report) -> _Target:
+            day_start_hour: int, now: datetime, report: Report) -> _Target:
     draft = habit.draft
     try:
         check_limits(conn, user_id, HabitDraft(draft.name, reminder_times=draft.reminder_times),
@@ -95,8 +97,8 @@ def _create(conn: Session, user_id: int, habit: Incoming, position: int, zone: s
             archived = True
             report.warn("archived_over_free_limit")
     active = not (archived or habit.paused)
-    created_at = habit.created_at or (_start_of(min(habit.checkins), zone) if habit.checkins
-                                      else now)
+    created_at = habit.created_at or (
+        _start_of(min(habit.checkins), zone, day_start_hour) if habit.checkins else now)
     archived_at = habit.archived_at if habit.archived and habit.archived_at else now
     paused_at = (habit.paused_at or now) if habit.paused or habit.archived else None
     row = conn.execute(insert(Habit).values(
@@ -115,10 +117,11 @@ def _create(conn: Session, user_id: int, habit: Incoming, position: int, zone: s
     return _Target(row.id, row.kind, row.target_value, row.created_at)
 
 
-def _backdate(conn: Session, target: _Target, first_day: date, zone: str) -> None:
+def _backdate(conn: Session, target: _Target, first_day: date, zone: str,
+              day_start_hour: int) -> None:
     """An existing habit that receives older history starts on its first imported day."""
-    if first_day < target.created_at.astimezone(ZoneInfo(zone)).date():
-        target.created_at = _start_of(first_day, zone)
+    if first_day < local_day(target.created_at, zone, day_start_hour):
+        target.created_at = _start_of(first_day, zone, day_start_hour)
         conn.execute(update(Habit).where(Habit.id == target.id)
                      .values(created_at=target.created_at))
 
@@ -143,7 +146,7 @@ def _insert_rests(conn: Session, user_id: int,
                                                starts_on=starts_on, ends_on=ends_on))
 
 
-def _write(conn: Session, user_id: int, zone: str, habits: list[Incoming],
+def _write(conn: Session, user_id: int, zone: str, day_start_hour: int, habits: list[Incoming],
            rests: list[tuple[date, date]], now: datetime, report: Report) -> ImportSummary:
     existing: dict[str, _Target] = {}
     for h in conn.execute(select(Habit).where(Habit.user_id == user_id)
@@ -162,11 +165,12 @@ def _write(conn: Session, user_id: int, zone: str, habits: list[Incoming],
         key = habit.draft.name.casefold()
         if key not in existing:
             position, created = position + 1, created + 1
-            existing[key] = _create(conn, user_id, habit, position, zone, now, report)
+            existing[key] = _create(conn, user_id, habit, position, zone, day_start_hour, now,
+                                    report)
         elif key in before:
             matched.add(key)
             if habit.checkins:
-                _backdate(conn, existing[key], min(habit.checkins), zone)
+                _backdate(conn, existing[key], min(habit.checkins), zone, day_start_hour)
         else:
             report.warn("duplicate_names_merged")
         target = existing[key]
@@ -224,7 +228,7 @@ def import_file(engine: Engine, user_id: int, filename: str, data: bytes,
         # Serialise with habit creation so the free limit holds across both.
         user = conn.execute(select(User.timezone, User.day_start_hour)
                             .where(User.id == user_id).with_for_update(key_share=True)).one()
-        local_now = now.astimezone(ZoneInfo(user.timezone))
-        today = (local_now - timedelta(hours=user.day_start_hour)).date()
+        today = local_day(now, user.timezone, user.day_start_hour)
         habits = _screen(parsed.habits, today, report)
-        return _write(conn, user_id, user.timezone, habits, parsed.rest_periods, now, report)
+        return _write(conn, user_id, user.timezone, user.day_start_hour, habits,
+                      parsed.rest_periods, now, report)
