@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, insert, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
 from habitbot import metrics
@@ -74,6 +74,15 @@ return 1
 """
 
 # Push a record to the waiting list unless it is full; 1 when pushed, 0 when dropped.
+# Remove exactly the waiting records that were written (each once, from the oldest end).
+_REMOVE = """
+local removed = 0
+for i = 1, #ARGV do removed = removed + redis.call('LREM', KEYS[1], 1, ARGV[i]) end
+return removed
+"""
+FLUSH_BATCH = 100
+# Serialises flushes of different processes, so a record two of them read is written once.
+FLUSH_LOCK_KEY = 0x68626F7401  # "hbot" 1
 _PUSH_BOUNDED = """
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('RPUSH', KEYS[1], ARGV[1])
@@ -109,6 +118,14 @@ class Alert:
         return f"[{self.severity}] {self.component}: {self.message}"[:MAX_TEXT]
 
 
+def _values(rows: list[dict]) -> list[dict]:
+    return [{
+        "fingerprint": r["fingerprint"][:200], "severity": r["severity"],
+        "component": r["component"][:64], "message": r["message"], "status": r["status"],
+        "raised_at": datetime.fromisoformat(r["raised_at"]),
+    } for r in rows]
+
+
 class AlertService:
     def __init__(self, engine: Engine | None, redis_conn: redis.Redis | None,
                  deliver: Deliver | None, chat_id: int | None, cooldown_seconds: int = 900):
@@ -126,6 +143,8 @@ class AlertService:
         self._push_script = (redis_conn.register_script(_PUSH_BOUNDED)
                              if redis_conn is not None else None)
         self._budget_script = (redis_conn.register_script(_BUDGET)
+                               if redis_conn is not None else None)
+        self._remove_script = (redis_conn.register_script(_REMOVE)
                                if redis_conn is not None else None)
 
     def raise_alert(self, severity: str, component: str, message: str,
@@ -299,37 +318,54 @@ class AlertService:
     def _insert(self, rows: list[dict]) -> None:
         if self._engine is None:
             raise SQLAlchemyError("no database configured")
-        values = [{
-            "fingerprint": r["fingerprint"][:200], "severity": r["severity"],
-            "component": r["component"][:64], "message": r["message"], "status": r["status"],
-            "raised_at": datetime.fromisoformat(r["raised_at"]),
-        } for r in rows]
         with self._engine.begin() as conn:
-            conn.execute(insert(AdminAlert), values)
+            conn.execute(insert(AdminAlert), _values(rows))
 
     def flush_pending(self) -> int:
-        """Write alerts that were raised while the database was down; returns how many."""
+        """Write alerts that were raised while the database was down; returns how many rows
+        were written.
+
+        Waiting records are read without removing them, written, and only then removed (the
+        very records written): a process killed in between leaves them waiting, and the next
+        flush skips the ones already written (a record is known by its fingerprint and the
+        instant it was raised), so none is lost and none written twice."""
         with self._lock:
             rows = list(self._local_pending)
             self._local_pending.clear()
         written = 0
         try:
             if rows:
-                self._insert(rows)
-                written += len(rows)
+                written += self._insert_new(rows)
                 rows = []
-            while self._redis is not None:
-                raw = self._redis.lpop(PENDING_KEY, 100)
+            for _batch in range(MAX_UNRECORDED // FLUSH_BATCH + 1):
+                if self._redis is None or self._remove_script is None:
+                    break
+                raw = self._redis.lrange(PENDING_KEY, 0, FLUSH_BATCH - 1)
                 if not raw:
                     break
-                batch = [json.loads(item) for item in raw]  # type: ignore[union-attr,arg-type]
-                try:
-                    self._insert(batch)
-                except SQLAlchemyError:
-                    self._redis.lpush(PENDING_KEY, *[json.dumps(r) for r in reversed(batch)])
-                    raise
-                written += len(batch)
+                written += self._insert_new([json.loads(item) for item in raw])  # type: ignore[union-attr]
+                self._remove_script(keys=[PENDING_KEY], args=list(raw))  # type: ignore[arg-type]
         except (SQLAlchemyError, redis.RedisError):
             with self._lock:
                 self._local_pending.extend(rows)
         return written
+
+    def _insert_new(self, rows: list[dict]) -> int:
+        """Insert the rows not written yet; returns how many were."""
+        if self._engine is None:
+            raise SQLAlchemyError("no database configured")
+        values = _values(rows)
+        with self._engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": FLUSH_LOCK_KEY})
+            keys = {(v["fingerprint"], v["raised_at"]) for v in values}
+            known = {(r.fingerprint, r.raised_at) for r in conn.execute(
+                select(AdminAlert.fingerprint, AdminAlert.raised_at)
+                .where(tuple_(AdminAlert.fingerprint, AdminAlert.raised_at).in_(keys)))}
+            fresh = []
+            for v in values:
+                if (v["fingerprint"], v["raised_at"]) not in known:
+                    known.add((v["fingerprint"], v["raised_at"]))
+                    fresh.append(v)
+            if fresh:
+                conn.execute(insert(AdminAlert), fresh)
+        return len(fresh)

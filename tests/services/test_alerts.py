@@ -289,3 +289,72 @@ def test_without_redis_the_budget_holds_in_memory(engine, redis_proxy, redis_url
     _budget_flood(AlertService(engine, dead_redis, inbox, CHAT), inbox)
     assert len(_rows(engine)) == COMPONENT_BUDGET + 3
     dead_redis.close()
+
+
+class Killed(BaseException):
+    """The process dies here: nothing after it runs, no handler catches it."""
+
+
+class DyingRedis(redis.Redis):
+    """The test's Redis client that dies right after (or right before) the named commands,
+    as a process killed at that point would."""
+
+    after: tuple[str, ...] = ()
+    before: tuple[str, ...] = ()
+
+    def execute_command(self, *args, **options):
+        name = str(args[0]).upper()
+        if name in self.before:
+            raise Killed(name)
+        result = super().execute_command(*args, **options)
+        if name in self.after:
+            raise Killed(name)
+        return result
+
+
+def _waiting_alerts(engine, redis_conn, pg_proxy, database_url, count: int) -> None:
+    dead = make_engine(pg_proxy.url_for(database_url), "cli", connect_timeout=1)
+    pg_proxy.set_mode("refuse")
+    service = AlertService(dead, redis_conn, None, None)
+    for n in range(count):
+        service.raise_alert("CRITICAL", "flood", f"alert {n}", f"fp{n}")
+    pg_proxy.set_mode("pass")
+    dead.dispose()
+    assert redis_conn.llen(PENDING_KEY) == count and _rows(engine) == []
+
+
+@pytest.mark.parametrize("dies", [
+    {"after": ("LPOP", "LRANGE")},             # having read the waiting records
+    {"before": ("EVALSHA", "LREM", "LTRIM")},  # having written them, before removing them
+])
+def test_a_flush_killed_midway_loses_no_alert_and_writes_none_twice(
+        engine, redis_conn, redis_url, pg_proxy, database_url, dies):
+    _waiting_alerts(engine, redis_conn, pg_proxy, database_url, 150)
+    dying = DyingRedis.from_url(redis_url)
+    dying.after, dying.before = dies.get("after", ()), dies.get("before", ())
+
+    with pytest.raises(Killed):
+        AlertService(engine, dying, None, None).flush_pending()
+    AlertService(engine, redis_conn, None, None).flush_pending()
+
+    assert sorted(r.fingerprint for r in _rows(engine)) == sorted(f"fp{n}" for n in range(150))
+    assert redis_conn.llen(PENDING_KEY) == 0
+    dying.close()
+
+
+def test_two_processes_flushing_at_once_write_each_alert_once(engine, redis_conn, pg_proxy,
+                                                              database_url):
+    import threading
+
+    _waiting_alerts(engine, redis_conn, pg_proxy, database_url, 300)
+    services = [AlertService(engine, redis_conn, None, None) for _ in range(3)]
+    written: list[int] = []
+    threads = [threading.Thread(target=lambda s=s: written.append(s.flush_pending()))
+               for s in services]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert sum(written) == 300 and len(_rows(engine)) == 300
+    assert redis_conn.llen(PENDING_KEY) == 0
