@@ -13,7 +13,7 @@ from typing import Any
 import psycopg2
 import redis
 from rq import Queue, Worker
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select, text, update
 
 from habitbot.models import HabitSchedule, JobExecutionLog, ReminderDelivery
 from habitbot.sandbox.emulator_client import EmulatorClient
@@ -64,30 +64,37 @@ class Burst:
 
     @classmethod
     def plan(cls, engine: Engine, users: int = USERS, first_chat: int = FIRST_CHAT,
-             lead: float = 15.0) -> Burst:
-        """`users` people in UTC, each with one daily habit whose reminder is due on the first
-        minute boundary at least `lead` seconds away — all in the same tick."""
+             lead: float = 3.0) -> Burst:
+        """`users` people in UTC, each with one daily habit whose reminder is for the current
+        minute, made due `lead` seconds from now — all in the same tick. Reminders are due by
+        the minute, so rather than wait for the next boundary the burst's schedules are moved
+        to it (as if the minute came now); their next occurrence is tomorrow, so each fires
+        once here."""
         chats = range(first_chat, first_chat + users)
+        minute = datetime.now(UTC).replace(second=0, microsecond=0)
         ids: dict[int, int] = {}
         for chat in chats:
             user_id = touch_user(engine, chat, None, f"User {chat}", "en").id
             assert user_id is not None
             ids[chat] = user_id
             set_timezone(engine, chat, "UTC", complete_onboarding=True)
-        start = datetime.now(UTC) + timedelta(seconds=lead)
-        fire_at = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        burst = cls(engine, fire_at)
-        for chat in chats:
-            habit = create_habit(engine, ids[chat], HabitDraft(HABIT,
-                                                               reminder_times=[fire_at.time()]))
-            burst.members.append(Member(chat, ids[chat], habit.id))
-        assert datetime.now(UTC) < fire_at - timedelta(seconds=2), \
-            "setting the burst up took longer than its lead: raise `lead`"
-        with engine.connect() as conn:
-            due = conn.execute(select(HabitSchedule.next_fire_at).where(
-                HabitSchedule.habit_id.in_([m.habit_id for m in burst.members]))).scalars()
-            assert set(due) == {fire_at}
+        members = [Member(chat, ids[chat], create_habit(engine, ids[chat], HabitDraft(
+            HABIT, reminder_times=[minute.time()])).id) for chat in chats]
+        fire_at = (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
+        burst = cls(engine, fire_at, members)
+        with engine.begin() as conn:
+            conn.execute(update(HabitSchedule).where(
+                HabitSchedule.habit_id.in_([m.habit_id for m in members]))
+                .values(next_fire_at=fire_at))
         return burst
+
+    def bring_forward(self, member: Member, seconds: float = 1.0) -> datetime:
+        """`member`'s next reminder is due `seconds` from now (its time has come)."""
+        when = (datetime.now(UTC) + timedelta(seconds=seconds)).replace(microsecond=0)
+        with self.engine.begin() as conn:
+            conn.execute(update(HabitSchedule).where(HabitSchedule.habit_id == member.habit_id)
+                         .values(next_fire_at=when))
+        return when
 
     @property
     def chats(self) -> list[int]:

@@ -5,7 +5,17 @@ process is killed, a server restarted, the stack restarted or Telegram goes away
 Each burst is a few hundred users set up through the services, sent at Telegram's 30 msg/s, and
 counted twice: the reminder messages each chat received in the emulator, and the
 reminder_deliveries rows. Lost = a chat without its reminder; duplicates = reminders beyond one
-per chat. The stack ticks on the minute like in production, so waits are in minutes.
+per chat.
+
+The stack runs with its timing shrunk (FAST: a tick every 2 s, a 15 s lease, a 15 s outage
+instead of 2 minutes), and the burst is made due a few seconds ahead instead of on the next
+minute, so each test takes seconds, not minutes. The same code runs at production timing in
+one test here (a reminder set in the chat arrives within its minute, ticking on the minute)
+and in the drills (`python -m drills`, drills/catalog.py): 1.7 (workers stopped with
+reminders due, then back), 1.1 (the database unavailable), 1.2 (a Telegram outage), 2.1
+(`supervisorctl restart habitbot:*` with reminders due), 1.9 (a 429 storm mid-burst) and 2.5
+(the tick failing every minute). The logic of each fault is also covered in-process by
+tests/workers/test_reminders.py.
 """
 
 from __future__ import annotations
@@ -30,7 +40,6 @@ from habitbot.models import AdminAlert, User
 from habitbot.models.habits import ALL_WEEKDAYS
 from habitbot.sandbox.emulator_client import EmulatorClient
 from habitbot.sandbox.services import PostgresCluster, RedisServer
-from habitbot.services import reminders
 from habitbot.services.habits import pause_habit, set_schedule
 from habitbot.services.schema import run_deploy_gate
 from tests.conftest import ALERT_CHAT, make_env, redis_db
@@ -48,27 +57,33 @@ from tests.e2e.burst import (
 from tests.e2e.stack import Stack, children, private_postgres, private_redis, wait_until
 from workers import queues
 
-# A stack, a burst on the next minute, then up to a lease and two ticks of recovery.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(720)]
+# A stack, a burst a few seconds ahead, then up to a lease and two ticks of recovery (the
+# production-timing test waits for its minute).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 RATE = 30  # Telegram's budget: a burst of USERS lasts USERS / RATE seconds
 BURST_SECONDS = USERS / RATE
-TICK_SECONDS = 60
+TICK_SECONDS = 2
+LEASE_SECONDS = 15
+FAST = {"REMINDER_TICK_INTERVAL": str(TICK_SECONDS), "REMINDER_LEASE": str(LEASE_SECONDS)}
+PRODUCTION_TICK_SECONDS = 60
+OUTAGE_SECONDS = 15
 # Reminders of a killed worker wait for their lease, then for the next tick's reaper.
-REAPED_WITHIN = reminders.LEASE.total_seconds() + TICK_SECONDS + BURST_SECONDS + 30
+REAPED_WITHIN = LEASE_SECONDS + TICK_SECONDS + BURST_SECONDS + 30
 MID_BURST = USERS // 5  # "mid-burst": this many reminders are out, most are still to go
+UNDER_WAY = TICK_SECONDS + MID_BURST / RATE + 20  # the due burst's first MID_BURST sent
 
 
-StackFactory = Callable[[str, str], Stack]
+StackFactory = Callable[..., Stack]
 
 
 @pytest.fixture
 def start_stack(tmp_path, emulator) -> Iterator[StackFactory]:
     started: list[Stack] = []
 
-    def start(database_url: str, redis_url: str) -> Stack:
+    def start(database_url: str, redis_url: str, timing: dict[str, str] = FAST) -> Stack:
         env = make_env(database_url, redis_url, emulator.url,
-                       TELEGRAM_GLOBAL_RATE=str(RATE), TELEGRAM_CHAT_RATE="1")
+                       TELEGRAM_GLOBAL_RATE=str(RATE), TELEGRAM_CHAT_RATE="1", **timing)
         stack = Stack(tmp_path / f"stack-{len(started)}", env).start()
         started.append(stack)
         stack.wait_ready()
@@ -189,15 +204,15 @@ def test_worker_killed_mid_batch_is_resent_by_the_reaper_not_rq(shared, start_st
                                                                 emu_client):
     """SIGKILL takes a worker and its work horse down in the middle of a batch (the OOM killer,
     `kill -9`). RQ would notice the abandoned job only after ~11 minutes; the deliveries' leases
-    run out after 75 s (plus their place in the queue) and the next tick's reaper hands them
-    out again: at worst a lease and a tick after the fire time, about 2 minutes.
+    run out (75 s in production, 15 s here, plus their place in the queue) and the next tick's
+    reaper hands them out again: at worst a lease and a tick after the fire time.
 
     At-least-once window: the one reminder the horse had handed to Telegram but not yet marked
     sent when it died is sent again — at most one duplicate per killed horse, and only for a
     delivery taken twice (attempts 2)."""
     stack = start_stack(shared.database_url, shared.redis_url)
     burst = Burst.plan(shared.engine)
-    burst.wait_sent(MID_BURST, burst.seconds_to_fire() + TICK_SECONDS, "the burst under way")
+    burst.wait_sent(MID_BURST, burst.seconds_to_fire() + UNDER_WAY, "the burst under way")
     victim = wait_until(lambda: _sending_worker(stack, burst), 30, "a worker mid-batch")
     os.kill(victim.worker_pid, signal.SIGKILL)
     os.kill(victim.horse_pid, signal.SIGKILL)
@@ -260,7 +275,7 @@ def test_redis_restarted_mid_burst_loses_nothing(own_redis, start_stack, emu_cli
     server, services = own_redis
     stack = start_stack(services.database_url, services.redis_url)
     burst = Burst.plan(services.engine)
-    burst.wait_sent(MID_BURST, burst.seconds_to_fire() + TICK_SECONDS, "the burst under way")
+    burst.wait_sent(MID_BURST, burst.seconds_to_fire() + UNDER_WAY, "the burst under way")
     assert _queued_batches(stack) >= 1, "batches beyond those in hand wait in the queue"
     server.stop()
     server.start()
@@ -281,7 +296,7 @@ def test_restarting_every_program_mid_burst_loses_and_doubles_nothing(shared, st
     stack = start_stack(shared.database_url, shared.redis_url)
     before = stack.pids()
     burst = Burst.plan(shared.engine)
-    burst.wait_sent(MID_BURST, burst.seconds_to_fire() + TICK_SECONDS, "the burst under way")
+    burst.wait_sent(MID_BURST, burst.seconds_to_fire() + UNDER_WAY, "the burst under way")
     assert _queued_batches(stack) >= 1, "batches beyond those in hand wait in the queue"
     stack.ctl("restart", "habitbot:*")
     stack.wait_ready(scheduler_starts=2)
@@ -291,23 +306,26 @@ def test_restarting_every_program_mid_burst_loses_and_doubles_nothing(shared, st
     _assert_each_sent_once(outcome)
 
 
-# -- 5. a 2-minute Telegram outage -----------------------------------------------------------
+# -- 5. a Telegram outage ---------------------------------------------------------------------
 
-def test_two_minute_telegram_outage_delays_reminders_but_loses_and_doubles_none(
+def test_telegram_outage_delays_reminders_but_loses_and_doubles_none(
         shared, start_stack, emu_client):
-    """Telegram resets every connection for 2 minutes. Each send is retried with backoff, then
+    """Telegram resets every connection for a while (15 s: several ticks and leases here; the
+    drill 1.2 takes it down for minutes). Each send is retried with backoff, then
     released for the reaper; after the outage every reminder arrives once. The reminder
     pipeline raises no alert of its own; the health monitor may alert about the bot's stale
     heartbeat (it looks once a minute), and the sender that Telegram is unreachable: each is
     delivered once, and one that failed to go out is tried again at most once a minute."""
     stack = start_stack(shared.database_url, shared.redis_url)
     burst = Burst.plan(shared.engine)
-    burst.wait_sent(MID_BURST, burst.seconds_to_fire() + TICK_SECONDS, "the burst under way")
-    emu_client.add_fault("outage", seconds=120)
-    down, up = datetime.now(UTC), datetime.now(UTC) + timedelta(seconds=120)
+    burst.wait_sent(MID_BURST, burst.seconds_to_fire() + UNDER_WAY, "the burst under way")
+    emu_client.add_fault("outage", seconds=OUTAGE_SECONDS)
+    down = datetime.now(UTC)
+    up = down + timedelta(seconds=OUTAGE_SECONDS)
     before = {row.id for row in burst.rows() if row.status == "sent"}
 
-    outcome = _finish(stack, burst, emu_client, 120 + 2 * TICK_SECONDS + BURST_SECONDS + 60)
+    outcome = _finish(stack, burst, emu_client,
+                      OUTAGE_SECONDS + 2 * TICK_SECONDS + BURST_SECONDS + 60)
     _assert_each_sent_once(outcome)
     delayed = [row for rows in outcome.deliveries.values() for row in rows
                if row.id not in before]
@@ -347,11 +365,12 @@ def test_schedule_edited_while_its_tick_runs_never_fires_the_old_time(shared, st
     the delivery just claimed for the old time before any worker takes it; the paused habit's
     delivery is skipped when a worker re-checks it. So no reminder for the old time after the
     edit commits (a worker that had already started one would finish it: at most one); the
-    moved reminder arrives once at its new time, and the rest of the burst is untouched."""
+    moved reminder arrives once at its new time (brought forward to now: it is tomorrow), and
+    the rest of the burst is untouched."""
     stack = start_stack(shared.database_url, shared.redis_url)
     burst = Burst.plan(shared.engine)
     moved, removed, paused = burst.members[:3]
-    new_time = (burst.fire_at + timedelta(minutes=1)).time()
+    new_time = (burst.fire_at - timedelta(minutes=2)).replace(second=0).time()
     engine = make_engine(shared.database_url, "bot")  # the bot's handler threads edit at once
     edits = [
         lambda: set_schedule(engine, moved.user_id, moved.habit_id, "daily", ALL_WEEKDAYS, 7,
@@ -374,21 +393,20 @@ def test_schedule_edited_while_its_tick_runs_never_fires_the_old_time(shared, st
         thread.join(timeout=30)
     engine.dispose()
     assert errors == []
-    wait_until(lambda: [(t.status, t.items) for t in reminder_ticks(shared.engine, burst.fire_at)]
-               == [("success", USERS)], 30, "the held tick done, having claimed the whole burst")
+    wait_until(lambda: [(t.status, t.items) for t in reminder_ticks(shared.engine, burst.fire_at)
+                        if t.items] == [("success", USERS)], 30,
+               "the held tick done, having claimed the whole burst (no other tick claimed)")
 
     others = USERS - 3
     burst.wait_sent(others, BURST_SECONDS + 60, "the unedited reminders sent")
-    moved_at = burst.fire_at + timedelta(minutes=1)
-    outcome = _finish(stack, burst, emu_client,
-                      (moved_at - datetime.now(UTC)).total_seconds() + TICK_SECONDS,
-                      sent=others + 1)
+    moved_at = burst.bring_forward(moved)
+    outcome = _finish(stack, burst, emu_client, 4 * TICK_SECONDS + 30, sent=others + 1)
     unedited = set(burst.chats) - {moved.chat_id, removed.chat_id, paused.chat_id}
     assert outcome.lost == [removed.chat_id, paused.chat_id]
     assert outcome.duplicated == {}
     assert all([r.fire_at for r in outcome.deliveries[c]] == [burst.fire_at] for c in unedited)
     [reminder] = outcome.received[moved.chat_id]
-    assert reminder["text"] == f"⏰ {new_time.strftime('%H:%M')} · Stretch"
+    assert reminder["text"] == f"⏰ {moved_at.strftime('%H:%M')} · Stretch"
     assert [(r.fire_at, r.status) for r in outcome.deliveries[moved.chat_id]] == [
         (moved_at, "sent")]
     assert outcome.deliveries[removed.chat_id] == []
@@ -413,7 +431,9 @@ def _press(emu: EmulatorClient, message: dict, label: str) -> None:
 
 def test_reminder_set_in_the_chat_for_two_minutes_from_now_arrives_within_its_minute(
         shared, start_stack, emu_client):
-    start_stack(shared.database_url, shared.redis_url)
+    """At production timing (a tick on every minute, the 75 s lease): the one test here that
+    waits for the clock."""
+    start_stack(shared.database_url, shared.redis_url, timing={})
     emu_client.add_user(USER, first_name="Ann", language_code="en")
     greeting = _answer(emu_client, "/start")
     _press(emu_client, greeting, "🇬🇧 English")
@@ -434,6 +454,6 @@ def test_reminder_set_in_the_chat_for_two_minutes_from_now_arrives_within_its_mi
     assert clock in created["text"], created["text"]
     reminder = emu_client.wait_for_message(
         USER, lambda m: m["text"].startswith("⏰"),
-        timeout=(fire_at - datetime.now(UTC)).total_seconds() + TICK_SECONDS)
+        timeout=(fire_at - datetime.now(UTC)).total_seconds() + PRODUCTION_TICK_SECONDS)
     assert reminder["text"] == f"⏰ {clock} · Stretch"
     assert 0 <= reminder["sent_at"] - fire_at.timestamp() < 60
