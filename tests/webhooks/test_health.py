@@ -43,7 +43,8 @@ def test_all_healthy_is_ok(database_url, redis_url, alive):
     assert set(body["checks"]) == {"database", "redis", "bot", "scheduler", "workers", "schema"}
     assert all(c["ok"] for c in body["checks"].values())
     assert body["checks"]["workers"]["alive"] == 1
-    assert body["checks"]["workers"]["queued"] == {"high": 0, "default": 0, "reminders": 0}
+    assert body["checks"]["workers"]["queued"] == {"high": 0, "default": 0, "reminders": 0,
+                                                   "files": 0}
 
 
 def test_missing_bot_heartbeat_fails_with_503(database_url, redis_url, redis_conn):
