@@ -9,12 +9,13 @@ import re
 from pathlib import Path
 
 import pytest
-from rq import Queue, SimpleWorker
+from rq import Queue
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from habitbot.logs import JsonFormatter
 from habitbot.models import User
+from tests.support.jobs import run_burst
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK_PHRASES = ("Startup complete", "Scheduler started", "Payment completed",
@@ -74,7 +75,7 @@ def log_inside_a_job() -> None:
 def test_inside_an_rq_job_the_job_id_is_added(redis_conn):
     _, lines = _capture()
     job = Queue("default", connection=redis_conn).enqueue(log_inside_a_job)
-    SimpleWorker(["default"], connection=redis_conn).work(burst=True)
+    run_burst(redis_conn, "default")
     [line] = [entry for entry in lines.lines if entry["msg"] == "inside a job"]
     assert line["job_id"] == job.id
 

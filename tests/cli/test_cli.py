@@ -54,11 +54,13 @@ def test_missing_configuration_is_one_line():
 
 
 def test_jobs_commands_list_fail_requeue_and_remove(redis_conn, redis_url):
-    from rq import Queue, SimpleWorker
+    from rq import Queue
+
+    from tests.support.jobs import run_burst
 
     queue = Queue("default", connection=redis_conn)
     job = queue.enqueue("builtins.int", "not a number")
-    SimpleWorker([queue], connection=redis_conn).work(burst=True)
+    run_burst(redis_conn, queue.name)
     listed = _run("jobs", "list", REDIS_URL=redis_url)
     assert listed.returncode == 0 and "default" in listed.stdout
     failed = _run("jobs", "failed", REDIS_URL=redis_url)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import pytest
 from flask import Flask
-from rq import SimpleWorker
 from sqlalchemy import func, insert, select
 from werkzeug.serving import make_server
 
@@ -26,7 +25,7 @@ from habitbot.sandbox.payments_client import CryptoPayControl, YooKassaControl
 from habitbot.sandbox.yookassa_emulator import YooKassaEmulator
 from habitbot.services import billing
 from tests.conftest import make_env
-from tests.support.jobs import install, job_runtime
+from tests.support.jobs import install, job_runtime, run_burst
 from workers import queues
 
 SHOP_ID = "500105"
@@ -102,25 +101,9 @@ def alice(engine, emu_client) -> int:
     return add_user(engine, emu_client, ALICE_TG)
 
 
-class BurstWorker(SimpleWorker):
-    """An in-process burst worker without RQ's command channel: its pubsub thread listens
-    with a 60 s timeout, and stopping it at the end of the burst could hold a test for that
-    long. A burst run takes no commands anyway."""
-
-    def subscribe(self) -> None:
-        pass
-
-    def unsubscribe(self) -> None:
-        pass
-
-
 def run_jobs(runtime: Runtime) -> None:
     """Run the queued follow-up jobs (payment notices) in-process."""
-    queue = queues.HIGH
-    from rq import Queue
-
-    BurstWorker([Queue(queue, connection=runtime.redis)],
-                connection=runtime.redis).work(burst=True)
+    run_burst(runtime.redis, queues.HIGH)
 
 
 def paid_top_up(engine, user_id: int, amount: int = 5000) -> int:

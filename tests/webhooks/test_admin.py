@@ -17,7 +17,7 @@ from flask import Flask
 from flask.json.tag import TaggedJSONSerializer
 from flask.testing import FlaskClient
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import FailedJobRegistry
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -39,6 +39,7 @@ from habitbot.services import billing, heartbeat
 from habitbot.services.health import worker_beat
 from habitbot.services.schema import alembic_config_for, run_deploy_gate
 from tests.conftest import make_env
+from tests.support.jobs import run_burst
 from webhooks.admin.auth import LOGIN_GLOBAL_LIMIT, LOGIN_LIMIT, SESSION_PREFIX
 from webhooks.admin.blueprint import COOKIE_NAME, SECRET_REDIS_KEY
 from webhooks.app import create_app
@@ -98,7 +99,7 @@ def make_failed_job(redis_conn) -> str:
     """A job that really ran in a worker and failed (ValueError)."""
     queue = Queue("default", connection=redis_conn)
     job = queue.enqueue("builtins.int", "not a number")
-    SimpleWorker([queue], connection=redis_conn).work(burst=True)
+    run_burst(redis_conn, queue.name)
     return job.id
 
 
@@ -659,7 +660,7 @@ def test_jobs_page_lists_runs_and_requeues_a_failed_job(client, world, redis_con
     assert world["failed_job"] in failed and "ValueError" in failed
     runs = html.split('id="job-runs"')[1].split("</table>")[0]
     assert "habit_reminders" in runs and "OperationalError: &lt;b&gt;boom&lt;/b&gt;" in runs
-    assert _dataset(_charts(html)["queues"], "failed") == [0, 1, 0]
+    assert _dataset(_charts(html)["queues"], "failed") == [0, 1, 0, 0]
     response = client.post("/admin/jobs/requeue",
                            data={"job_id": world["failed_job"], "csrf_token": _csrf(client)})
     assert response.status_code == 302

@@ -7,13 +7,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from rq import Queue, SimpleWorker
+from rq import Queue
 from sqlalchemy import func, insert, select, update
 
 from habitbot.models import Habit, JobExecutionLog, PremiumNotice, User
 from habitbot.services import billing
 from habitbot.services import habits as svc
 from habitbot.services.habits import HabitDraft
+from tests.support.jobs import run_burst
 from workers import notices, queues
 from workers.scheduler import PERIODIC_JOBS
 
@@ -39,8 +40,7 @@ def _trial(ends: datetime) -> dict:
 
 
 def _send_all(redis_conn) -> None:
-    SimpleWorker([Queue(queues.REMINDERS, connection=redis_conn)],
-                 connection=redis_conn).work(burst=True)
+    run_burst(redis_conn, queues.REMINDERS)
 
 
 def _texts(emu_client, telegram_id: int) -> list[str]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from rq import Queue, SimpleWorker
+from rq import Queue
 from sqlalchemy import select
 
 from habitbot.models import AdminAlert, JobExecutionLog
+from tests.support.jobs import run_burst
 from workers import maintenance, periodic
 from workers.scheduler import (
     PERIODIC_JOBS,
@@ -73,7 +74,7 @@ def test_cleanup_and_flush_run_through_a_real_rq_worker(runtime, engine, redis_c
     queue = Queue("default", connection=redis_conn)
     job1 = queue.enqueue(maintenance.cleanup)
     job2 = queue.enqueue(maintenance.flush_alerts)
-    SimpleWorker([queue], connection=redis_conn).work(burst=True)
+    run_burst(redis_conn, queue.name)
     assert job1.get_status() == "finished" and job2.get_status() == "finished"
     assert sorted(r.job_name for r in _log(engine)) == ["cleanup", "flush_alerts"]
 
@@ -148,7 +149,7 @@ def test_payment_poll_runs_single_flight_through_a_real_rq_worker(runtime, engin
 
     queue = Queue("default", connection=redis_conn)
     job = queue.enqueue(payment_poll.tick)
-    SimpleWorker([queue], connection=redis_conn).work(burst=True)
+    run_burst(redis_conn, queue.name)
     assert job.get_status() == "finished"
     assert [(r.job_name, r.status) for r in _log(engine)] == [("payment_poll", "success")]
     redis_conn.set("habitbot:lock:job:payment_poll", "another run")
