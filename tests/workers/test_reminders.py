@@ -9,7 +9,6 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from rq import Queue, SimpleWorker
 from sqlalchemy import func, insert, select, update
 
 from habitbot.models import HabitCheckin, HabitSchedule, ReminderDelivery, RestPeriod, User
@@ -17,7 +16,7 @@ from habitbot.runtime import build_runtime
 from habitbot.services import habits as svc
 from habitbot.services import reminders
 from habitbot.services.habits import HabitDraft
-from tests.support.jobs import install
+from tests.support.jobs import install, run_burst
 from workers import queues
 from workers import reminders as jobs
 
@@ -49,8 +48,7 @@ def _deliveries(engine):
 
 
 def _work(redis_conn) -> None:
-    SimpleWorker([Queue(queues.REMINDERS, connection=redis_conn)],
-                 connection=redis_conn).work(burst=True)
+    run_burst(redis_conn, queues.REMINDERS)
 
 
 @pytest.fixture
