@@ -33,6 +33,7 @@ from habitbot.models import PremiumNotice, User
 from habitbot.payments import notify
 from habitbot.runtime import Runtime
 from habitbot.services import billing
+from habitbot.services.habits import MAX_HABITS
 from habitbot.telegram.errors import TelegramError
 from habitbot.telegram.limiter import BULK
 from workers import queues
@@ -48,14 +49,14 @@ BEFORE = {"3d": timedelta(days=3), "1d": timedelta(days=1)}
 EXPIRED_GRACE = timedelta(days=2)
 
 TEXTS = {
-    ("trial", "3d"): N_("⏳ Your premium trial ends on {date}. To keep unlimited habits and "
-                        "several reminders per habit, get premium in /premium."),
-    ("trial", "1d"): N_("⏳ Your premium trial ends soon, on {date}. To keep unlimited habits "
+    ("trial", "3d"): N_("⏳ Your premium trial ends on {date}. To keep up to {limit} habits "
                         "and several reminders per habit, get premium in /premium."),
+    ("trial", "1d"): N_("⏳ Your premium trial ends soon, on {date}. To keep up to {limit} "
+                        "habits and several reminders per habit, get premium in /premium."),
     ("premium", "3d"): N_("⏳ Your premium ends on {date}. Renew it in /premium to keep "
-                          "unlimited habits and several reminders per habit."),
+                          "up to {limit} habits and several reminders per habit."),
     ("premium", "1d"): N_("⏳ Your premium ends soon, on {date}. Renew it in /premium to keep "
-                          "unlimited habits and several reminders per habit."),
+                          "up to {limit} habits and several reminders per habit."),
     ("trial", "expired"): N_("Your premium trial has ended. Your habits and history are all "
                              "kept; the free plan has up to 3 active habits with one reminder "
                              "each. Get premium in /premium."),
@@ -141,7 +142,8 @@ def render(notice: DueNotice) -> str:
         local = notice.period_ends_at.astimezone(ZoneInfo(notice.timezone))
     except ZoneInfoNotFoundError:
         local = notice.period_ends_at.astimezone(UTC)
-    return t.gettext(TEXTS[(notice.tier, notice.kind)], date=local.strftime("%d.%m.%Y %H:%M"))
+    return t.gettext(TEXTS[(notice.tier, notice.kind)], date=local.strftime("%d.%m.%Y %H:%M"),
+                     limit=MAX_HABITS)
 
 
 def _still_due(engine: Engine, notice: DueNotice) -> bool:

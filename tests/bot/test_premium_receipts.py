@@ -156,7 +156,7 @@ def test_back_from_the_question_returns_to_premium(payer, engine):
     chat.press("⭐ Buy 1 month")
     chat.press("💳 Bank card (YooKassa)")
     chat.press("« Back")
-    assert "Premium: unlimited habits" in chat.message(screen["message_id"])["text"]
+    assert "Premium: up to 200 habits" in chat.message(screen["message_id"])["text"]
     assert "I did not understand" in chat.say("pat@example.com")["text"]
     assert stored_email(engine, user_id) is None and payments(engine) == []
 

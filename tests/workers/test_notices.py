@@ -85,11 +85,11 @@ def test_each_user_gets_the_notice_due_in_their_language_and_timezone(
     assert _notices(engine) == [(trial, "3d", "trial"), (premium, "1d", "premium"),
                                 (ended, "expired", "premium")]
     assert _texts(emu_client, 1) == [
-        "⏳ Your premium trial ends on 13.03.2026 01:00. To keep unlimited habits and several "
+        "⏳ Your premium trial ends on 13.03.2026 01:00. To keep up to 200 habits and several "
         "reminders per habit, get premium in /premium."]
     assert _texts(emu_client, 2) == [
         "⏳ Ваш премиум скоро закончится: 11.03.2026 17:00. Продлите его в /premium, чтобы "
-        "сохранить неограниченное число привычек и несколько напоминаний для каждой."]
+        "сохранить до 200 привычек и несколько напоминаний для каждой."]
     assert _texts(emu_client, 3)[0].startswith("Your premium has ended. Your habits and "
                                                "history are all kept")
     for quiet in (4, 5, 6, 7):

@@ -33,6 +33,7 @@ from habitbot.payments import service as payments
 from habitbot.redis_client import KEY_PREFIX
 from habitbot.services import billing
 from habitbot.services.billing import BillingError
+from habitbot.services.habits import MAX_HABITS
 from habitbot.telegram.errors import TelegramError
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def main_screen(ctx: Context, notice: str | None = None
     state = billing.status(ctx.runtime.engine, user_id)
     lines = [notice, ""] if notice else []
     lines += [_status_line(ctx, state),
-              ctx._("Premium: unlimited habits and several reminders per habit."),
+              ctx._("Premium: up to {limit} habits and several reminders per habit.",
+                    limit=MAX_HABITS),
               _price(ctx, "month"), _price(ctx, "year"),
               ctx._("Your balance: {amount}", amount=money(
                   billing.balance(ctx.runtime.engine, user_id, CURRENCY), CURRENCY))]
@@ -325,8 +327,8 @@ def _send_stars_invoice(ctx: Context, user_id: int, plan: str, nonce: str) -> No
         stars.send_invoice(
             ctx.runtime, user_id, ctx.chat_id, plan,
             title=ctx._("Premium: {plan}", plan=plan_name),
-            description=ctx._("HabitBot premium for {plan}: unlimited habits and several "
-                              "reminders per habit.", plan=plan_name),
+            description=ctx._("HabitBot premium for {plan}: up to {limit} habits and several "
+                              "reminders per habit.", plan=plan_name, limit=MAX_HABITS),
             label=ctx._("Premium: {plan}", plan=plan_name))
     except TelegramError as exc:
         _release_press(ctx, nonce)
