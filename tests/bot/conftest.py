@@ -9,6 +9,7 @@ import pytest
 
 from habitbot.bot.app import PollingBot
 from habitbot.runtime import build_runtime
+from habitbot.services.users import set_timezone, touch_user
 
 
 class Chat:
@@ -83,3 +84,11 @@ def chat_with(emu_client, bot):
         emu_client.add_user(user_id, first_name=first_name, language_code=language_code)
         return Chat(emu_client, bot, user_id)
     return make
+
+
+def onboard(emu_client, engine, people: dict[int, str], language: str = "en") -> None:
+    """Users known to Telegram and past onboarding (in UTC): {telegram id: first name}."""
+    for user, name in people.items():
+        emu_client.add_user(user, first_name=name, language_code=language)
+        touch_user(engine, user, None, name, language)
+        set_timezone(engine, user, "UTC", complete_onboarding=True)

@@ -14,8 +14,8 @@ from telebot.apihelper import ApiTelegramException
 
 from habitbot.bot.app import PollingBot
 from habitbot.models import Habit
-from habitbot.services.users import set_timezone, touch_user
 from habitbot.telegram.deferred import MAX_AGE_SECONDS
+from tests.bot.conftest import onboard
 from tests.support.polling import wait_until
 
 ALICE = 4101
@@ -27,10 +27,7 @@ GAVE_UP = "telegram call failed after retries"  # what the runbook tells operato
 @pytest.fixture
 def people(emu_client, engine):
     """Alice and Bob, both past onboarding, writing in English."""
-    for user, name in ((ALICE, "Alice"), (BOB, "Bob")):
-        emu_client.add_user(user, first_name=name, language_code="en")
-        touch_user(engine, user, None, name, "en")
-        set_timezone(engine, user, "UTC", complete_onboarding=True)
+    onboard(emu_client, engine, {ALICE: "Alice", BOB: "Bob"})
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ from habitbot.bot import intake
 from habitbot.bot.app import PollingBot
 from habitbot.models import Habit, ProcessedUpdate, Subscription, User
 from habitbot.services import billing
-from habitbot.services.users import set_timezone, touch_user
-from tests.bot.conftest import Chat
+from tests.bot.conftest import Chat, onboard
 from tests.bot.test_premium_stars import order_month, pre_checkout
 from tests.conftest import TEST_TOKEN
 from workers import maintenance
@@ -30,10 +29,7 @@ BOB = 5102
 @pytest.fixture
 def people(emu_client, engine):
     """Alice and Bob, both past onboarding, writing in English."""
-    for user, name in ((ALICE, "Alice"), (BOB, "Bob")):
-        emu_client.add_user(user, first_name=name, language_code="en")
-        touch_user(engine, user, None, name, "en")
-        set_timezone(engine, user, "UTC", complete_onboarding=True)
+    onboard(emu_client, engine, {ALICE: "Alice", BOB: "Bob"})
 
 
 @pytest.fixture

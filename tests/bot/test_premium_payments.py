@@ -4,14 +4,11 @@ user retries), one payment per press, and another user's payment."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import func, select, update
 
 from habitbot.bot.app import PollingBot
 from habitbot.models import Payment, Subscription, User
-from habitbot.payments import http
 from habitbot.runtime import Runtime, build_runtime
 from habitbot.services import billing
 from habitbot.telegram.callbacks import CallbackCodec
@@ -22,12 +19,8 @@ PAY_URL_BUTTON = "💳 Pay 300.00 ₽"
 
 
 @pytest.fixture
-def runtime(pay_settings, monkeypatch) -> Iterator[Runtime]:
-    """The bot's runtime with both providers configured against their emulators."""
-    monkeypatch.setattr(http, "READ_TIMEOUT", 0.5)
-    rt = build_runtime("bot", "bot", settings=pay_settings, configure_logging=False)
-    yield rt
-    rt.close()
+def runtime(bot_runtime) -> Runtime:
+    return bot_runtime
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ when the trial ends, and a press on the premium card that changes nothing edits 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -12,8 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from habitbot.models import Payment, User
-from habitbot.payments import http
-from habitbot.runtime import Runtime, build_runtime
+from habitbot.runtime import Runtime
 from habitbot.services import billing
 from habitbot.telegram.callbacks import CallbackCodec
 from tests.bot.test_premium_stars import checkout, order_month
@@ -24,12 +22,8 @@ ZONE = "Asia/Tokyo"
 
 
 @pytest.fixture
-def runtime(pay_settings, monkeypatch) -> Iterator[Runtime]:
-    """The bot's runtime with both providers configured against their emulators."""
-    monkeypatch.setattr(http, "READ_TIMEOUT", 0.5)
-    rt = build_runtime("bot", "bot", settings=pay_settings, configure_logging=False)
-    yield rt
-    rt.close()
+def runtime(bot_runtime) -> Runtime:
+    return bot_runtime
 
 
 @pytest.fixture

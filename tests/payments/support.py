@@ -86,6 +86,17 @@ def runtime(pay_settings, monkeypatch) -> Iterator[Runtime]:
     yield from job_runtime(pay_settings, monkeypatch, "web")
 
 
+@pytest.fixture
+def bot_runtime(pay_settings, monkeypatch) -> Iterator[Runtime]:
+    """The bot's runtime with both providers configured against their emulators."""
+    from habitbot.runtime import build_runtime
+
+    monkeypatch.setattr(http, "READ_TIMEOUT", 0.5)
+    rt = build_runtime("bot", "bot", settings=pay_settings, configure_logging=False)
+    yield rt
+    rt.close()
+
+
 def add_user(engine, emu_client, telegram_id: int, language: str = "en",
              timezone: str = "Europe/Berlin") -> int:
     emu_client.add_user(telegram_id, first_name=f"user{telegram_id}", language_code=language)
