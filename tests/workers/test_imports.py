@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
-import time
+import threading
 import zipfile
 
 import pytest
@@ -204,7 +204,7 @@ def test_an_import_stopped_at_its_time_limit_tells_the_user_and_writes_nothing(
     # The writing of check-ins outlasts the job's limit whatever the machine's speed (a real
     # import racing a 1 s limit lost or won by the load on the machine).
     def outlasting_the_limit(conn, rows):
-        time.sleep(30)
+        threading.Event().wait(30)  # never set: only the job's time limit ends the wait
 
     monkeypatch.setattr(imports, "JOB_TIMEOUT", 1)
     monkeypatch.setattr(writing, "_insert_checkins", outlasting_the_limit)
