@@ -610,19 +610,28 @@ def _refund_yookassa(runtime: Runtime, row: Payment, amount: int,
                             f"{handled.detail}")
     if handled.outcome == "refunded" and handled.refund_id is not None:
         notify.enqueue_refund_notice(runtime, handled.refund_id)
-    return RefundResult(row.id, _refund_message(row, made.id, handled.refund),
-                        handled.refund)
+    return RefundResult(row.id, _refund_message(row, made.id, handled.refund,
+                                                _access(runtime, row)), handled.refund)
 
 
 def _refunded(runtime: Runtime, row: Payment, outcome: billing.RefundOutcome) -> RefundResult:
     if outcome.applied:
         notify.enqueue_refund_notice(runtime, outcome.refund_id)
     charge = row.provider_payment_id
-    return RefundResult(row.id, _refund_message(row, charge or "", outcome), outcome)
+    return RefundResult(row.id, _refund_message(row, charge or "", outcome,
+                                                _access(runtime, row)), outcome)
+
+
+def _access(runtime: Runtime, row: Payment) -> billing.PremiumStatus | None:
+    """What the payer has after a refund of premium: a trial may go on past the paid days."""
+    if row.payment_type == "balance_topup":
+        return None
+    return billing.status(runtime.engine, row.user_id)
 
 
 def _refund_message(row: Payment, provider_refund_id: str,
-                    outcome: billing.RefundOutcome | None) -> str:
+                    outcome: billing.RefundOutcome | None,
+                    access: billing.PremiumStatus | None = None) -> str:
     if outcome is None:
         return f"payment {row.id}: refund {provider_refund_id} recorded"
     amount = notify.format_money(outcome.amount_minor, row.currency)
@@ -637,6 +646,8 @@ def _refund_message(row: Payment, provider_refund_id: str,
                      "already spent and could not be taken back")
     elif outcome.premium_until is not None:
         text += f"; premium now ends {outcome.premium_until:%Y-%m-%d %H:%M} UTC"
+    if outcome.applied and access is not None and access.tier == "trial" and access.ends_at:
+        text += f"; the trial goes on until {access.ends_at:%Y-%m-%d %H:%M} UTC"
     return text
 
 

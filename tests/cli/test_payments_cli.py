@@ -370,6 +370,21 @@ def test_refund_stars_through_the_bot_api(run, runtime, alice, emu_client):
     assert code == 1
 
 
+def test_refund_during_the_trial_says_the_trial_goes_on(run, runtime, alice, emu_client):
+    trial_ends = billing.start_trial(runtime.engine, alice)
+    payment_id = stars.send_invoice(runtime, alice, ALICE_TG, "month", title="Premium",
+                                    description="Premium for a month", label="1 month")
+    invoice = emu_client.messages(ALICE_TG, sender="bot")[-1]
+    paid = emu_client.pay(ALICE_TG, invoice_message_id=invoice["message_id"])
+    charge = paid.get("telegram_payment_charge_id") or paid.get("charge_id")
+    billing.complete_payment(runtime.engine, payment_id, 150, "XTR", charge)
+    code, out, _ = run("payments", "refund", "--provider", "stars", "--id", charge)
+    assert code == 0 and "refunded 150 ⭐" in out
+    assert f"the trial goes on until {trial_ends:%Y-%m-%d %H:%M} UTC" in out
+    assert billing.status(runtime.engine, alice) == billing.PremiumStatus("trial", trial_ends,
+                                                                          False)
+
+
 def test_show_prints_the_whole_story(run, runtime, alice):
     payment_id, provider_id = _top_up(runtime, alice, 10000)
     billing.complete_payment(runtime.engine, payment_id, 10000, "RUB")
