@@ -5,6 +5,7 @@ only checked (size, type) here, and no file is read or built in the bot."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import redis
 from telebot import types
@@ -25,13 +26,18 @@ def export(ctx: Context, message: types.Message) -> None:
     if ctx.limited or ctx.user.id is None:
         ctx.reply(ctx._("Export is not available right now."))
         return
+    _queue(ctx, ctx._("Export is not available right now."), lambda: imports.enqueue_export(
+        ctx.runtime.redis, ctx.user.telegram_id, ctx.user.language))
+
+
+def _queue(ctx: Context, unavailable: str, enqueue: Callable[[], str]) -> None:
+    """Hand the file's work to a worker and tell the user what became of it."""
     try:
-        answer = imports.enqueue_export(ctx.runtime.redis, ctx.user.telegram_id,
-                                        ctx.user.language)
+        answer = enqueue()
     except redis.RedisError as exc:
-        log.warning("export not queued", extra={"user_id": ctx.user.telegram_id,
-                                                "error": type(exc).__name__})
-        ctx.reply(ctx._("Export is not available right now."))
+        log.warning("file job not queued", extra={"user_id": ctx.user.telegram_id,
+                                                  "error": type(exc).__name__})
+        ctx.reply(unavailable)
         return
     ctx.reply(ctx._(answer))
 
@@ -58,11 +64,5 @@ def receive_document(ctx: Context, message: types.Message) -> None:
         return
     upload = imports.Upload(ctx.user.telegram_id, ctx.user.language, document.file_id,
                             document.file_unique_id, document.file_name or "file")
-    try:
-        answer = imports.enqueue(ctx.runtime.redis, upload)
-    except redis.RedisError as exc:
-        log.warning("import not queued", extra={"user_id": ctx.user.telegram_id,
-                                                "error": type(exc).__name__})
-        ctx.reply(ctx._("Import is not available right now."))
-        return
-    ctx.reply(ctx._(answer))
+    _queue(ctx, ctx._("Import is not available right now."),
+           lambda: imports.enqueue(ctx.runtime.redis, upload))
