@@ -354,13 +354,19 @@ def test_refund_crypto_pay_explains_there_is_no_api(run, runtime, alice):
     assert billing.balance(runtime.engine, alice) == 1000
 
 
-def test_refund_stars_through_the_bot_api(run, runtime, alice, emu_client):
+def _paid_stars_month(runtime, alice, emu_client) -> tuple[int, str]:
+    """Alice pays a month in Stars through the emulator; (our payment id, Telegram's charge)."""
     payment_id = stars.send_invoice(runtime, alice, ALICE_TG, "month", title="Premium",
                                     description="Premium for a month", label="1 month")
     invoice = emu_client.messages(ALICE_TG, sender="bot")[-1]
     paid = emu_client.pay(ALICE_TG, invoice_message_id=invoice["message_id"])
     charge = paid.get("telegram_payment_charge_id") or paid.get("charge_id")
     billing.complete_payment(runtime.engine, payment_id, 150, "XTR", charge)
+    return payment_id, charge
+
+
+def test_refund_stars_through_the_bot_api(run, runtime, alice, emu_client):
+    payment_id, charge = _paid_stars_month(runtime, alice, emu_client)
     code, out, _ = run("payments", "refund", "--provider", "stars", "--id", charge)
     assert code == 0 and "refunded 150 ⭐" in out
     assert payment_row(runtime.engine, payment_id).status == "refunded"
@@ -372,12 +378,7 @@ def test_refund_stars_through_the_bot_api(run, runtime, alice, emu_client):
 
 def test_refund_during_the_trial_says_the_trial_goes_on(run, runtime, alice, emu_client):
     trial_ends = billing.start_trial(runtime.engine, alice)
-    payment_id = stars.send_invoice(runtime, alice, ALICE_TG, "month", title="Premium",
-                                    description="Premium for a month", label="1 month")
-    invoice = emu_client.messages(ALICE_TG, sender="bot")[-1]
-    paid = emu_client.pay(ALICE_TG, invoice_message_id=invoice["message_id"])
-    charge = paid.get("telegram_payment_charge_id") or paid.get("charge_id")
-    billing.complete_payment(runtime.engine, payment_id, 150, "XTR", charge)
+    _, charge = _paid_stars_month(runtime, alice, emu_client)
     code, out, _ = run("payments", "refund", "--provider", "stars", "--id", charge)
     assert code == 0 and "refunded 150 ⭐" in out
     assert f"the trial goes on until {trial_ends:%Y-%m-%d %H:%M} UTC" in out
