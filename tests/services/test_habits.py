@@ -87,20 +87,26 @@ def test_free_limit_counts_active_habits_and_premium_lifts_it(engine, alice):
         svc.create_habit(engine, rich, HabitDraft(f"p{n}", reminder_times=[time(8), time(20)]))
 
 
-def test_concurrent_creations_cannot_pass_the_free_limit(engine, alice):
+def _create_at_once(engine, user_id: int, count: int) -> list[object]:
+    """`count` habits created by as many threads at once: their ids or refusal codes."""
     results: list[object] = []
 
     def create(n: int) -> None:
         try:
-            results.append(svc.create_habit(engine, alice, HabitDraft(f"c{n}")).id)
+            results.append(svc.create_habit(engine, user_id, HabitDraft(f"c{n}")).id)
         except HabitError as exc:
             results.append(exc.code)
 
-    threads = [threading.Thread(target=create, args=(n,)) for n in range(6)]
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return results
+
+
+def test_concurrent_creations_cannot_pass_the_free_limit(engine, alice):
+    results = _create_at_once(engine, alice, 6)
     assert sorted(map(str, results)).count("free_limit") == 3
 
 
@@ -325,19 +331,7 @@ def test_premium_users_have_at_most_200_habits_archived_ones_included(engine):
 def test_concurrent_creations_cannot_pass_the_habit_cap(engine):
     rich = _user(engine, 2, premium=True)
     _fill(engine, rich, svc.MAX_HABITS - 2)
-    results: list[object] = []
-
-    def create(n: int) -> None:
-        try:
-            results.append(svc.create_habit(engine, rich, HabitDraft(f"c{n}")).id)
-        except HabitError as exc:
-            results.append(exc.code)
-
-    threads = [threading.Thread(target=create, args=(n,)) for n in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _create_at_once(engine, rich, 5)
     assert sorted(map(str, results)).count("too_many_habits") == 3
     assert _habit_count(engine, rich) == svc.MAX_HABITS
 
